@@ -1,0 +1,1 @@
+"""Data: synthetic audio-video clips, real media files, datasets."""

@@ -1,0 +1,397 @@
+"""Datasets of clips and conversations, and the collate function that batches them.
+
+Two sources, one sample format:
+
+* :class:`SyntheticAVDataset` renders clips on the fly from a seed (no files).
+* :class:`AVFolderDataset` reads a folder of media files plus a
+  ``conversations.jsonl`` in the LLaVA conversation schema — the format that
+  LLaVA, Video-LLaVA and audio-visual instruction sets already use::
+
+      {"id": "clip-01", "video": "clip-01.mp4",
+       "conversations": [{"from": "human", "value": "<video>\\n<audio>\\nWhat instrument is playing?"},
+                         {"from": "gpt", "value": "That is an acoustic guitar."}]}
+
+  ``"audio"`` may name a separate wav/flac file; without it, ``<audio>`` takes
+  the video's own audio track. A single JSON array (``conversations.json``)
+  works too. Optional ``"question_type"`` is kept for per-type evaluation.
+
+Every sample is a dict::
+
+    {"id": str, "video": (T, 3, H, W) uint8 or None, "audio": (N,) float32 or None,
+     "conversations": [...], "question_type": str or None,
+     "input_ids": (L,) int64, "labels": (L,) int64}     # the last two only with a tokenizer
+
+Problems in the annotation file are found when the dataset is built, before
+any training starts, and every error names the file, the line and the sample.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from mimo_lib.data.conversation import IGNORE_INDEX, encode_conversation, validate_turns
+from mimo_lib.data.media import DEFAULT_SAMPLE_RATE, probe, read_audio, read_video_frames
+from mimo_lib.data.synthetic import QUESTION_TYPES, SyntheticConfig, make_sample
+from mimo_lib.errors import DatasetFormatError, MediaError
+from mimo_lib.tokenizer import Tokenizer
+
+ANNOTATION_FILES = ("conversations.jsonl", "conversations.json")
+VIDEO_PLACEHOLDER = "<video>"
+AUDIO_PLACEHOLDER = "<audio>"
+IMAGE_PLACEHOLDER = "<image>"
+
+
+# --------------------------------------------------------------------------- #
+# Reading and checking the annotation file
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True)
+class AnnotatedSample:
+    """One checked record of an annotation file."""
+
+    sample_id: str
+    conversations: list[dict[str, str]]
+    video_path: Path | None  # the video file, if the record names one
+    audio_path: Path | None  # a separate audio file, if the record names one
+    question_type: str | None
+    where: str  # "conversations.jsonl:4 (id 'clip-03')": used in every error about it
+
+    @property
+    def wants_audio(self) -> bool:
+        """True when the conversation has an ``<audio>`` placeholder."""
+        return any(AUDIO_PLACEHOLDER in t["value"] for t in self.conversations)
+
+    @property
+    def wants_video(self) -> bool:
+        return any(VIDEO_PLACEHOLDER in t["value"] for t in self.conversations)
+
+
+def find_annotation_file(data_path: str | Path) -> Path:
+    """The annotation file for ``--data-path``: the path itself, or the one inside the folder."""
+    path = Path(data_path)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise DatasetFormatError(f"data path {path} does not exist: pass a folder with conversations.jsonl, or 'synthetic'")
+    for name in ANNOTATION_FILES:
+        if (path / name).is_file():
+            return path / name
+    raise DatasetFormatError(
+        f"no annotation file in {path}: expected one of {', '.join(ANNOTATION_FILES)} "
+        "(see README, 'Bring your own clips')"
+    )
+
+
+def _read_records(annotation_file: Path) -> list[tuple[str, Any]]:
+    """``(where, record)`` pairs; ``where`` is ``"file:line"`` for jsonl, ``"file[i]"`` for a JSON array."""
+    text = annotation_file.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if annotation_file.suffix == ".json" or stripped.startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DatasetFormatError(
+                f"{annotation_file}:{error.lineno}: not valid JSON ({error.msg}); expected a JSON array of samples"
+            ) from None
+        if not isinstance(records, list):
+            raise DatasetFormatError(f"{annotation_file}: expected a JSON array of samples, got {type(records).__name__}")
+        return [(f"{annotation_file.name}[{i}]", r) for i, r in enumerate(records)]
+    pairs = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue  # blank lines are harmless
+        try:
+            pairs.append((f"{annotation_file.name}:{line_number}", json.loads(line)))
+        except json.JSONDecodeError as error:
+            raise DatasetFormatError(
+                f"{annotation_file}:{line_number}: line is not valid JSON ({error.msg}); "
+                "each line of a .jsonl file must be one JSON object"
+            ) from None
+    return pairs
+
+
+def _media_path(value: Any, key: str, root: Path, where: str) -> Path:
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise DatasetFormatError(f"{where}: {len(value)} {key} files given; one {key} per sample is supported")
+        value = value[0]
+    if not isinstance(value, str) or not value:
+        raise DatasetFormatError(f"{where}: '{key}' must be a file name (string), got {value!r}")
+    path = Path(value) if Path(value).is_absolute() else root / value
+    if not path.is_file():
+        raise MediaError(f"{where}: {key} file {path} not found; check the path (relative to {root})")
+    return path
+
+
+def load_annotations(data_path: str | Path) -> list[AnnotatedSample]:
+    """Read and check every record of a dataset's annotation file.
+
+    Checks, each with an error naming the line: valid JSON; an object with
+    ``id`` and ``conversations``; turns alternating human/gpt; media files
+    exist; no more ``<video>``/``<audio>`` placeholders than media to fill them;
+    media given without a placeholder; unique ids.
+    """
+    annotation_file = find_annotation_file(data_path)
+    root = annotation_file.parent
+    samples: list[AnnotatedSample] = []
+    seen: dict[str, str] = {}
+    for where, record in _read_records(annotation_file):
+        if not isinstance(record, dict):
+            raise DatasetFormatError(f"{where}: each sample must be a JSON object, got {type(record).__name__}")
+        for key in ("id", "conversations"):
+            if key not in record:
+                raise DatasetFormatError(f"{where}: sample is missing the required field '{key}'")
+        sample_id = str(record["id"])
+        where = f"{where} (id {sample_id!r})"
+        if sample_id in seen:
+            raise DatasetFormatError(f"{where}: duplicate id, first used at {seen[sample_id]}")
+        seen[sample_id] = where
+        try:
+            validate_turns(record["conversations"], where)
+        except ValueError as error:
+            raise DatasetFormatError(str(error)) from None
+        turns = record["conversations"]
+        if any(VIDEO_PLACEHOLDER in t["value"] or AUDIO_PLACEHOLDER in t["value"] for t in turns if t["from"] == "gpt"):
+            raise DatasetFormatError(f"{where}: placeholders belong in human turns, not in the answer")
+        if any(IMAGE_PLACEHOLDER in t["value"] for t in turns) or "image" in record:
+            raise DatasetFormatError(
+                f"{where}: image samples are not supported; store the image as a one-frame video and use <video>"
+            )
+        video_path = _media_path(record["video"], "video", root, where) if record.get("video") is not None else None
+        audio_path = _media_path(record["audio"], "audio", root, where) if record.get("audio") is not None else None
+
+        num_video = sum(t["value"].count(VIDEO_PLACEHOLDER) for t in turns)
+        num_audio = sum(t["value"].count(AUDIO_PLACEHOLDER) for t in turns)
+        available_video = 1 if video_path else 0
+        available_audio = 1 if (audio_path or video_path) else 0  # a video brings its own audio track
+        if num_video > available_video or num_audio > available_audio:
+            raise DatasetFormatError(
+                f"{where}: more placeholders than media: {num_video} <video> for {available_video} video file(s), "
+                f"{num_audio} <audio> for {available_audio} audio source(s); "
+                "remove the extra placeholders or add the media"
+            )
+        if video_path and num_video == 0:
+            raise DatasetFormatError(f"{where}: a video is given but no turn has a <video> placeholder; add '<video>\\n' to the first question")
+        if audio_path and num_audio == 0:
+            raise DatasetFormatError(f"{where}: an audio file is given but no turn has an <audio> placeholder; add '<audio>\\n' to the first question")
+        question_type = record.get("question_type")
+        samples.append(
+            AnnotatedSample(sample_id, turns, video_path, audio_path, None if question_type is None else str(question_type), where)
+        )
+    if not samples:
+        raise DatasetFormatError(f"{annotation_file}: no samples found")
+    return samples
+
+
+# --------------------------------------------------------------------------- #
+# Datasets
+# --------------------------------------------------------------------------- #
+
+
+def fit_audio_length(audio: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Crop or zero-pad ``(N,)`` audio to exactly ``num_samples``."""
+    if audio.shape[0] >= num_samples:
+        return audio[:num_samples]
+    return torch.nn.functional.pad(audio, (0, num_samples - audio.shape[0]))
+
+
+def _with_tokens(sample: dict, tokenizer: Tokenizer | None) -> dict:
+    if tokenizer is not None:
+        input_ids, labels = encode_conversation(tokenizer, sample["conversations"])
+        sample["input_ids"] = torch.tensor(input_ids, dtype=torch.long)  # (L,)
+        sample["labels"] = torch.tensor(labels, dtype=torch.long)  # (L,)
+    return sample
+
+
+class AVFolderDataset(Dataset):
+    """Clips and conversations from a folder (or an annotation file) on disk.
+
+    Args:
+        data_path: folder holding ``conversations.jsonl`` (or ``.json``) and the media, or the file itself.
+        num_frames: frames sampled uniformly over each video.
+        image_size: frames are resized to ``image_size x image_size`` so batches stack (None keeps them).
+        sample_rate: audio is converted to mono at this rate.
+        audio_duration_s: crop or zero-pad audio to this length (None keeps each clip's length).
+        tokenizer: if given, samples carry ``input_ids`` and ``labels``.
+        allow_missing_audio: a video without an audio track gives silence (with a warning) instead of an error.
+    """
+
+    def __init__(
+        self,
+        data_path: str | Path,
+        num_frames: int = 8,
+        image_size: int | None = 64,
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
+        audio_duration_s: float | None = None,
+        tokenizer: Tokenizer | None = None,
+        allow_missing_audio: bool = False,
+    ) -> None:
+        self.annotations = load_annotations(data_path)
+        self.num_frames = num_frames
+        self.image_size = image_size
+        self.sample_rate = sample_rate
+        self.audio_duration_s = audio_duration_s
+        self.tokenizer = tokenizer
+        self.allow_missing_audio = allow_missing_audio
+
+    def __len__(self) -> int:
+        return len(self.annotations)
+
+    def check_media(self) -> None:
+        """Open every media file once (headers only) so broken files fail now, not mid-training."""
+        for a in self.annotations:
+            for path in (a.video_path, a.audio_path):
+                if path is not None:
+                    try:
+                        probe(path)
+                    except MediaError as error:
+                        raise MediaError(f"{a.where}: {error}") from None
+
+    def __getitem__(self, index: int) -> dict:
+        a = self.annotations[index]
+        try:
+            video = (
+                read_video_frames(a.video_path, self.num_frames, self.image_size)  # (T, 3, H, W) uint8
+                if a.video_path and a.wants_video
+                else None
+            )
+            audio = None
+            if a.wants_audio:
+                source = a.audio_path or a.video_path
+                audio = read_audio(source, self.sample_rate, allow_missing_audio=self.allow_missing_audio)  # (N,)
+                if self.audio_duration_s is not None:
+                    audio = fit_audio_length(audio, int(round(self.audio_duration_s * self.sample_rate)))
+        except MediaError as error:
+            raise MediaError(f"{a.where}: {error}") from None
+        sample = {
+            "id": a.sample_id,
+            "video": video,
+            "audio": audio,
+            "conversations": a.conversations,
+            "question_type": a.question_type,
+        }
+        return _with_tokens(sample, self.tokenizer)
+
+
+class SyntheticAVDataset(Dataset):
+    """``num_samples`` synthetic clips with conversations, rendered on demand.
+
+    Sample ``i`` is a pure function of ``(seed, i)``; question types cycle
+    through ``question_types`` so every type is equally common.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        seed: int = 0,
+        config: SyntheticConfig | None = None,
+        question_types: Sequence[str] = QUESTION_TYPES,
+        num_turns: int = 1,
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be positive (got {num_samples})")
+        if not question_types:
+            raise ValueError("question_types must name at least one type")
+        self.num_samples = num_samples
+        self.seed = seed
+        self.config = config or SyntheticConfig()
+        self.question_types = tuple(question_types)
+        self.num_turns = num_turns
+        self.tokenizer = tokenizer
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"index {index} out of range for {self.num_samples} samples")
+        question_type = self.question_types[index % len(self.question_types)]
+        s = make_sample(
+            [self.seed, index], question_type, self.config, self.num_turns, sample_id=f"synthetic-{self.seed}-{index}"
+        )
+        sample = {
+            "id": s.sample_id,
+            "video": s.clip.video,  # (T, 3, H, W) uint8
+            "audio": s.clip.audio,  # (N,) float32
+            "conversations": s.conversations,
+            "question_type": s.question_type,
+            "events": s.clip.events,
+        }
+        return _with_tokens(sample, self.tokenizer)
+
+
+# --------------------------------------------------------------------------- #
+# Batching
+# --------------------------------------------------------------------------- #
+
+
+def collate_av_batch(samples: Sequence[dict], pad_id: int = 0) -> dict:
+    """Stack samples into a batch.
+
+    Returns a dict with:
+        ``video``          (B, T, 3, H, W) uint8, zeros where a sample has no video
+        ``has_video``      (B,) bool
+        ``audio``          (B, N_max) float32, zero-padded on the right
+        ``audio_lengths``  (B,) int64, real samples per row (0 without audio)
+        ``has_audio``      (B,) bool
+        ``input_ids``      (B, L_max) int64 padded with ``pad_id``      (with a tokenizer)
+        ``labels``         (B, L_max) int64 padded with ``IGNORE_INDEX`` (with a tokenizer)
+        ``attention_mask`` (B, L_max) bool, True on real tokens          (with a tokenizer)
+        ``id``, ``question_type``, ``conversations``: lists
+    """
+    if not samples:
+        raise ValueError("cannot collate an empty list of samples")
+    batch: dict[str, Any] = {
+        "id": [s["id"] for s in samples],
+        "question_type": [s.get("question_type") for s in samples],
+        "conversations": [s["conversations"] for s in samples],
+    }
+
+    videos = [s.get("video") for s in samples]
+    shapes = {tuple(v.shape) for v in videos if v is not None}
+    if len(shapes) > 1:
+        detail = ", ".join(f"{s['id']}: {tuple(v.shape)}" for s, v in zip(samples, videos) if v is not None)
+        raise DatasetFormatError(
+            f"videos in one batch differ in shape ({detail}); set num_frames and image_size so every clip is resized alike"
+        )
+    if shapes:
+        (shape,) = shapes
+        batch["video"] = torch.stack([v if v is not None else torch.zeros(shape, dtype=torch.uint8) for v in videos])
+    else:
+        batch["video"] = None
+    batch["has_video"] = torch.tensor([v is not None for v in videos])
+
+    audios = [s.get("audio") for s in samples]
+    lengths = torch.tensor([0 if a is None else a.shape[0] for a in audios], dtype=torch.long)
+    if any(a is not None for a in audios):
+        audio = torch.zeros(len(samples), int(lengths.max()), dtype=torch.float32)  # (B, N_max)
+        for row, a in enumerate(audios):
+            if a is not None:
+                audio[row, : a.shape[0]] = a
+        batch["audio"] = audio
+    else:
+        batch["audio"] = None
+    batch["audio_lengths"] = lengths
+    batch["has_audio"] = torch.tensor([a is not None for a in audios])
+
+    if all("input_ids" in s for s in samples):
+        max_len = max(s["input_ids"].shape[0] for s in samples)
+        input_ids = torch.full((len(samples), max_len), pad_id, dtype=torch.long)  # (B, L)
+        labels = torch.full((len(samples), max_len), IGNORE_INDEX, dtype=torch.long)  # (B, L)
+        attention_mask = torch.zeros(len(samples), max_len, dtype=torch.bool)  # (B, L)
+        for row, s in enumerate(samples):
+            n = s["input_ids"].shape[0]
+            input_ids[row, :n] = s["input_ids"]
+            labels[row, :n] = s["labels"]
+            attention_mask[row, :n] = True
+        batch.update(input_ids=input_ids, labels=labels, attention_mask=attention_mask)
+    return batch

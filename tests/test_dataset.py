@@ -1,0 +1,242 @@
+"""Datasets, the annotation format, conversations to labels, collate, and data_samples/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from mimo_lib.data.conversation import IGNORE_INDEX, build_prompt, encode_conversation
+from mimo_lib.data.dataset import AVFolderDataset, SyntheticAVDataset, collate_av_batch, load_annotations
+from mimo_lib.data.make_samples import make_samples
+from mimo_lib.data.media import read_audio, read_video_frames, write_video
+from mimo_lib.data.synthetic import PITCHES, QUESTION_TYPES, dominant_frequency
+from mimo_lib.errors import DatasetFormatError, MediaError
+from mimo_lib.tokenizer import Tokenizer
+
+DATA_SAMPLES = Path(__file__).resolve().parents[1] / "data_samples"
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    return Tokenizer.default()
+
+
+def qa(question: str, answer: str = "That is a flute.") -> list[dict]:
+    return [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+
+
+@pytest.fixture(scope="module")
+def tiny_mp4(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("media")
+    frames = torch.zeros(8, 3, 32, 32, dtype=torch.uint8)
+    frames[:, 0] = 200
+    audio = 0.3 * torch.sin(2 * torch.pi * 440 * torch.arange(8000) / 16_000)
+    return write_video(folder / "clip.mp4", frames, fps=16, audio=audio, sample_rate=16_000)
+
+
+def write_folder(folder: Path, records: list, media: Path | None = None, as_json_array: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if media is not None:
+        shutil.copy(media, folder / "clip.mp4")
+    if as_json_array:
+        (folder / "conversations.json").write_text(json.dumps(records))
+    else:
+        (folder / "conversations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder
+
+
+# --------------------------------------------------------------------------- conversations
+
+
+def test_labels_cover_only_the_answers(tokenizer):
+    turns = qa("<video>\n<audio>\nWhat instrument is playing?") + qa("Is the note high or low?", "The note is low.")
+    input_ids, labels = encode_conversation(tokenizer, turns)
+    assert len(input_ids) == len(labels)
+    assert input_ids[0] == tokenizer.bos_id and labels[0] == IGNORE_INDEX
+    supervised = [i for i, label in zip(input_ids, labels) if label != IGNORE_INDEX]
+    assert tokenizer.decode(supervised) == " That is a flute.<eos> The note is low.<eos>"
+    assert all(label in (IGNORE_INDEX, i) for i, label in zip(input_ids, labels))
+    assert input_ids.count(tokenizer.video_token_id) == 1 and input_ids.count(tokenizer.audio_token_id) == 1
+
+
+def test_prompt_ends_where_the_answer_starts(tokenizer):
+    prompt = build_prompt(tokenizer, "What instrument is playing?")
+    full, _ = encode_conversation(tokenizer, qa("<video>\n<audio>\nWhat instrument is playing?"))
+    assert full[: len(prompt)] == prompt
+    assert tokenizer.decode(prompt).endswith("Assistant:")
+
+
+def test_bad_turns_are_rejected(tokenizer):
+    with pytest.raises(ValueError, match="turn 1 is from 'human'"):
+        encode_conversation(tokenizer, [{"from": "human", "value": "a"}, {"from": "human", "value": "b"}])
+    with pytest.raises(ValueError, match="ends on a human turn"):
+        encode_conversation(tokenizer, [{"from": "human", "value": "a"}])
+
+
+# --------------------------------------------------------------------------- synthetic dataset
+
+
+def test_synthetic_dataset_balances_types_and_is_deterministic(tokenizer):
+    dataset = SyntheticAVDataset(20, seed=3, tokenizer=tokenizer)
+    types = [dataset[i]["question_type"] for i in range(len(dataset))]
+    assert all(types.count(t) == 4 for t in QUESTION_TYPES)
+    a, b = dataset[7], SyntheticAVDataset(20, seed=3, tokenizer=tokenizer)[7]
+    assert torch.equal(a["video"], b["video"]) and torch.equal(a["input_ids"], b["input_ids"])
+    assert not torch.equal(a["video"], SyntheticAVDataset(20, seed=4)[7]["video"])
+    with pytest.raises(IndexError):
+        dataset[20]
+
+
+def test_collate_pads_and_masks(tokenizer):
+    samples = [SyntheticAVDataset(5, seed=0, tokenizer=tokenizer)[i] for i in range(5)]
+    batch = collate_av_batch(samples, pad_id=tokenizer.pad_id)
+    lengths = [s["input_ids"].shape[0] for s in samples]
+    assert batch["video"].shape == (5, 8, 3, 64, 64) and batch["video"].dtype == torch.uint8
+    assert batch["audio"].shape == (5, 16_000)
+    assert batch["input_ids"].shape == (5, max(lengths))
+    assert batch["attention_mask"].sum(1).tolist() == lengths
+    short = lengths.index(min(lengths))
+    assert (batch["input_ids"][short, min(lengths) :] == tokenizer.pad_id).all()
+    assert (batch["labels"][short, min(lengths) :] == IGNORE_INDEX).all()
+    assert batch["has_video"].all() and batch["has_audio"].all()
+
+
+def test_collate_fills_missing_modalities_and_rejects_mismatched_frames():
+    with_video = {"id": "a", "video": torch.ones(4, 3, 8, 8, dtype=torch.uint8), "audio": None, "conversations": []}
+    audio_only = {"id": "b", "video": None, "audio": torch.ones(100), "conversations": []}
+    batch = collate_av_batch([with_video, audio_only])
+    assert batch["has_video"].tolist() == [True, False] and batch["has_audio"].tolist() == [False, True]
+    assert batch["video"][1].sum() == 0 and batch["audio_lengths"].tolist() == [0, 100]
+    other = dict(with_video, id="c", video=torch.ones(4, 3, 16, 16, dtype=torch.uint8))
+    with pytest.raises(DatasetFormatError, match="differ in shape.*a: .*c: "):
+        collate_av_batch([with_video, other])
+
+
+# --------------------------------------------------------------------------- the folder format
+
+
+def test_data_samples_load_as_documented(tokenizer):
+    dataset = AVFolderDataset(DATA_SAMPLES, num_frames=8, image_size=64, tokenizer=tokenizer)
+    dataset.check_media()
+    assert 8 <= sum(1 for a in dataset.annotations if a.video_path) <= 12
+    assert {a.question_type for a in dataset.annotations} == set(QUESTION_TYPES)
+    batch = collate_av_batch([dataset[i] for i in range(len(dataset))], tokenizer.pad_id)
+    assert batch["video"].shape[1:] == (8, 3, 64, 64)
+    # every clip brings its own audio track; the stand-alone sounds have no video
+    assert batch["has_audio"].all()
+    assert batch["has_video"].tolist() == [a.video_path is not None for a in dataset.annotations]
+    total = sum(f.stat().st_size for f in DATA_SAMPLES.iterdir())
+    assert total < 5_000_000
+
+
+def test_data_samples_answers_match_their_audio():
+    for record in load_annotations(DATA_SAMPLES):
+        answer = record.conversations[1]["value"]
+        if record.question_type == "audio" and answer.startswith("The note is"):
+            source = record.audio_path or record.video_path
+            frequency = dominant_frequency(read_audio(source), 16_000)
+            pitch = answer.removeprefix("The note is ").rstrip(".")
+            assert frequency == pytest.approx(PITCHES[pitch], rel=0.06), record.where
+
+
+def test_make_samples_regenerates_data_samples(tmp_path):
+    records = make_samples(tmp_path)
+    committed = (DATA_SAMPLES / "conversations.jsonl").read_text()
+    assert (tmp_path / "conversations.jsonl").read_text() == committed
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in DATA_SAMPLES.iterdir() if p.name != "README.md")
+    for record in records[:2]:
+        fresh = read_video_frames(tmp_path / record["video"], 8).float()
+        stored = read_video_frames(DATA_SAMPLES / record["video"], 8).float()
+        assert (fresh - stored).abs().mean() < 2.0
+
+
+def test_json_array_is_accepted(tmp_path, tiny_mp4):
+    folder = write_folder(tmp_path / "d", [{"id": 1, "video": "clip.mp4", "conversations": qa("<video>\nWhat?")}], tiny_mp4, as_json_array=True)
+    dataset = AVFolderDataset(folder, num_frames=4, image_size=32)
+    sample = dataset[0]
+    assert sample["id"] == "1" and sample["video"].shape == (4, 3, 32, 32) and sample["audio"] is None
+
+
+def test_audio_placeholder_takes_the_video_track(tmp_path, tiny_mp4):
+    folder = write_folder(tmp_path / "d", [{"id": "x", "video": "clip.mp4", "conversations": qa("<video>\n<audio>\nWhat?")}], tiny_mp4)
+    sample = AVFolderDataset(folder, image_size=32, audio_duration_s=1.0)[0]
+    assert sample["audio"].shape == (16_000,)  # 0.5 s of sound, zero-padded to 1 s
+    assert sample["audio"][9000:].abs().max() == 0
+    assert dominant_frequency(sample["audio"][:8000], 16_000) == pytest.approx(440, rel=0.03)
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (['{"id": "a", "conversations": []}', "{not json"], r"conversations.jsonl:2: line is not valid JSON"),
+        (['{"conversations": []}'], r"conversations.jsonl:1: sample is missing the required field 'id'"),
+        (['{"id": "a"}'], r"conversations.jsonl:1: sample is missing the required field 'conversations'"),
+        (["", '{"id": "a", "conversations": "hi"}'], r"conversations.jsonl:2 \(id 'a'\): 'conversations' must be a non-empty list"),
+        (['{"id": "a", "conversations": [{"from": "gpt", "value": "x"}]}'], r"turn 0 is from 'gpt' but 'human' was expected"),
+        (['[1, 2]'], r"each sample must be a JSON object"),
+    ],
+)
+def test_annotation_errors_name_the_line(tmp_path, lines, message):
+    (tmp_path / "conversations.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetFormatError, match=message):
+        load_annotations(tmp_path)
+
+
+def test_more_placeholders_than_media_names_the_sample(tmp_path, tiny_mp4):
+    records = [
+        {"id": "ok", "video": "clip.mp4", "conversations": qa("<video>\nWhat?")},
+        {"id": "greedy", "video": "clip.mp4", "conversations": qa("<video>\n<video>\nWhat?")},
+    ]
+    write_folder(tmp_path, records, tiny_mp4)
+    with pytest.raises(DatasetFormatError, match=r":2 \(id 'greedy'\): more placeholders than media: 2 <video>"):
+        load_annotations(tmp_path)
+    write_folder(tmp_path, [{"id": "deaf", "conversations": qa("<audio>\nWhat?")}])
+    with pytest.raises(DatasetFormatError, match=r"id 'deaf'.*1 <audio> for 0 audio"):
+        load_annotations(tmp_path)
+
+
+def test_media_without_placeholder_and_duplicates_are_rejected(tmp_path, tiny_mp4):
+    write_folder(tmp_path, [{"id": "a", "video": "clip.mp4", "conversations": qa("What?")}], tiny_mp4)
+    with pytest.raises(DatasetFormatError, match="no turn has a <video> placeholder"):
+        load_annotations(tmp_path)
+    record = {"id": "a", "video": "clip.mp4", "conversations": qa("<video>\nWhat?")}
+    write_folder(tmp_path, [record, record], tiny_mp4)
+    with pytest.raises(DatasetFormatError, match=r":2 \(id 'a'\): duplicate id, first used at conversations.jsonl:1"):
+        load_annotations(tmp_path)
+
+
+def test_missing_media_file_is_named(tmp_path):
+    write_folder(tmp_path, [{"id": "a", "video": "nowhere.mp4", "conversations": qa("<video>\nWhat?")}])
+    with pytest.raises(MediaError, match=r"conversations.jsonl:1 \(id 'a'\): video file .*nowhere.mp4 not found"):
+        load_annotations(tmp_path)
+
+
+def test_missing_folder_or_annotation_file(tmp_path):
+    with pytest.raises(DatasetFormatError, match="does not exist"):
+        load_annotations(tmp_path / "nope")
+    with pytest.raises(DatasetFormatError, match="no annotation file"):
+        load_annotations(tmp_path)
+
+
+def test_video_without_audio_track(tmp_path):
+    silent = write_video(tmp_path / "clip.mp4", torch.zeros(8, 3, 32, 32, dtype=torch.uint8), fps=8)
+    write_folder(tmp_path, [{"id": "mute", "video": "clip.mp4", "conversations": qa("<video>\n<audio>\nWhat?")}])
+    assert silent.exists()
+    with pytest.raises(MediaError, match=r"id 'mute'.*no audio track"):
+        AVFolderDataset(tmp_path, image_size=32)[0]
+    with pytest.warns(UserWarning, match="no audio track"):
+        sample = AVFolderDataset(tmp_path, image_size=32, allow_missing_audio=True)[0]
+    assert sample["audio"].abs().max() == 0 and sample["audio"].shape[0] == pytest.approx(16_000, abs=200)
+
+
+def test_corrupt_media_is_reported_with_the_sample(tmp_path, tiny_mp4):
+    data = tiny_mp4.read_bytes()
+    (tmp_path / "clip.mp4").write_bytes(data[: len(data) // 3])
+    write_folder(tmp_path, [{"id": "broken", "video": "clip.mp4", "conversations": qa("<video>\nWhat?")}])
+    dataset = AVFolderDataset(tmp_path, image_size=32)
+    with pytest.raises(MediaError, match=r"id 'broken'.*clip.mp4"):
+        dataset[0]

@@ -1,0 +1,253 @@
+"""The synthetic generator: determinism, shapes, and answers that agree with the pixels and samples."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from mimo_lib.data.synthetic import (
+    BACKGROUND_RGB,
+    CAPTION_TYPE,
+    COLOURS,
+    INSTRUMENTS,
+    MOTIONS,
+    PITCHES,
+    QUESTION_TYPES,
+    SHAPES,
+    SyntheticConfig,
+    dominant_frequency,
+    make_clip,
+    make_sample,
+    motion_phrase,
+    synthesize_note,
+    vocabulary_corpus,
+)
+
+SEEDS = range(40)
+
+
+def foreground(frame: torch.Tensor) -> np.ndarray:
+    """Boolean (H, W) mask of pixels far from the background colour."""
+    rgb = frame.permute(1, 2, 0).numpy().astype(np.float32)
+    return np.abs(rgb - np.array(BACKGROUND_RGB)).sum(-1) > 60
+
+
+def centroid(frame: torch.Tensor) -> np.ndarray:
+    ys, xs = np.nonzero(foreground(frame))
+    return np.array([xs.mean(), ys.mean()])
+
+
+def nearest_colour(frame: torch.Tensor) -> str:
+    rgb = frame.permute(1, 2, 0).numpy().astype(np.float32)[foreground(frame)].mean(0)
+    return min(COLOURS, key=lambda name: np.abs(rgb - np.array(COLOURS[name])).sum())
+
+
+def classify_shape(frame: torch.Tensor) -> str:
+    """Fill ratio of the bounding box: square ~0.9+, circle ~pi/4, triangle ~0.5."""
+    mask = foreground(frame)
+    ys, xs = np.nonzero(mask)
+    box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+    fill = mask.sum() / box
+    return "square" if fill > 0.88 else "circle" if fill > 0.65 else "triangle"
+
+
+def answer(sample) -> str:
+    return sample.conversations[1]["value"]
+
+
+def question(sample) -> str:
+    return sample.conversations[0]["value"]
+
+
+def test_same_seed_same_clip_and_different_seed_different_clip():
+    a, b, c = make_clip(3), make_clip(3), make_clip(4)
+    assert torch.equal(a.video, b.video) and torch.equal(a.audio, b.audio) and a.events == b.events
+    assert not torch.equal(a.video, c.video)
+    assert not torch.equal(a.audio, c.audio)
+    s1, s2 = make_sample([1, 2], "both"), make_sample([1, 2], "both")
+    assert s1.conversations == s2.conversations
+
+
+@pytest.mark.parametrize(
+    "config", [SyntheticConfig(), SyntheticConfig(num_frames=16, image_size=32, duration_s=2.0, sample_rate=8000)]
+)
+def test_shapes_and_dtypes(config):
+    clip = make_clip(0, config)
+    assert clip.video.shape == (config.num_frames, 3, config.image_size, config.image_size)
+    assert clip.video.dtype == torch.uint8
+    assert clip.audio.shape == (int(config.duration_s * config.sample_rate),)
+    assert clip.audio.dtype == torch.float32
+    assert clip.audio.abs().max() <= 1.0
+    assert clip.fps == pytest.approx(config.num_frames / config.duration_s)
+
+
+def test_invalid_config_is_rejected_with_a_reason():
+    with pytest.raises(ValueError, match="num_frames"):
+        SyntheticConfig(num_frames=1)
+    with pytest.raises(ValueError, match="unknown question type"):
+        make_sample(0, "smell")
+
+
+def test_all_attributes_appear_over_many_clips():
+    events = [make_clip(s).events[0] for s in range(200)]
+    assert {e.shape for e in events} == set(SHAPES)
+    assert {e.colour for e in events} == set(COLOURS)
+    assert {e.motion for e in events} == set(MOTIONS)
+    assert {e.instrument for e in events} == set(INSTRUMENTS)
+    assert {e.pitch for e in events} == set(PITCHES)
+
+
+def test_placeholders_lead_the_first_question_only():
+    sample = make_sample(5, "audio", num_turns=3)
+    assert len(sample.conversations) == 6
+    assert sample.conversations[0]["value"].startswith("<video>\n<audio>\n")
+    assert all("<video>" not in t["value"] for t in sample.conversations[1:])
+    assert [t["from"] for t in sample.conversations] == ["human", "gpt"] * 3
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_shape_and_colour_answers_match_the_pixels(seed):
+    sample = make_sample([seed], "vision")
+    frame = sample.clip.video[0]
+    event = sample.clip.events[0]
+    assert classify_shape(frame) == event.shape
+    assert nearest_colour(frame) == event.colour
+    if answer(sample).startswith("It is"):
+        assert answer(sample) == f"It is {'an' if event.shape[0] in 'aeiou' else 'a'} {event.shape}."
+    else:
+        assert answer(sample) == f"The {event.shape} is {event.colour}."
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_motion_answers_match_the_centroid_path(seed):
+    sample = make_sample([seed], "motion")
+    video = sample.clip.video
+    dx, dy = centroid(video[-1]) - centroid(video[0])
+    said = answer(sample)
+    size = video.shape[-1]
+    if "left" in said:
+        assert dx < -0.2 * size and abs(dy) < 2
+    elif "right" in said:
+        assert dx > 0.2 * size and abs(dy) < 2
+    elif "up" in said:
+        assert dy < -0.2 * size and abs(dx) < 2
+    elif "down" in said:
+        assert dy > 0.2 * size and abs(dx) < 2
+    else:
+        assert said == "It stays still." and abs(dx) < 2 and abs(dy) < 2
+    # the shape stays fully inside the frame: no foreground touches the border
+    for frame in video:
+        mask = foreground(frame)
+        assert not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+
+
+@pytest.mark.parametrize("instrument", INSTRUMENTS)
+def test_high_notes_are_higher_than_low_notes(instrument):
+    rng = np.random.default_rng(0)
+    low = dominant_frequency(synthesize_note(instrument, PITCHES["low"], 1.0, 16_000, rng), 16_000)
+    high = dominant_frequency(synthesize_note(instrument, PITCHES["high"], 1.0, 16_000, rng), 16_000)
+    assert low == pytest.approx(PITCHES["low"], rel=0.05)
+    assert high == pytest.approx(PITCHES["high"], rel=0.05)
+    assert high > 2 * low
+
+
+def envelope_ratio(wave: np.ndarray, sample_rate: int) -> float:
+    """Energy in the last half of a note over energy in its first 100 ms (per sample)."""
+    head = wave[: sample_rate // 10]
+    tail = wave[len(wave) // 2 :]
+    return float((tail**2).mean() / (head**2).mean())
+
+
+def test_instruments_have_their_own_envelopes():
+    rng = np.random.default_rng(1)
+    ratios = {i: envelope_ratio(synthesize_note(i, 220.0, 1.0, 16_000, rng), 16_000) for i in INSTRUMENTS}
+    assert ratios["flute"] > 0.5  # a flute is blown: it sustains
+    assert ratios["drum"] < 0.01  # a drum dies away fast
+    assert ratios["drum"] < ratios["piano"] < ratios["flute"]
+    assert ratios["drum"] < ratios["acoustic guitar"] < ratios["flute"]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_audio_answers_match_the_waveform(seed):
+    sample = make_sample([seed], "audio")
+    event = sample.clip.events[0]
+    freq = dominant_frequency(sample.clip.audio, sample.clip.sample_rate)
+    assert freq == pytest.approx(PITCHES[event.pitch], rel=0.05)
+    said = answer(sample)
+    if said.startswith("The note is"):
+        assert said == f"The note is {event.pitch}."
+    else:
+        assert event.instrument in said
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_both_questions_say_yes_exactly_when_the_claim_is_true(seed):
+    sample = make_sample([seed], "both")
+    event = sample.clip.events[0]
+    q = question(sample)
+    claimed_instrument = next(i for i in INSTRUMENTS if f" {i} " in q)
+    claimed = re.search(r"the (\w+) (\w+) (moves|stays)", q)
+    claimed_colour, claimed_shape = claimed.group(1), claimed.group(2)
+    claimed_motion = next(m for m in MOTIONS if q.endswith(motion_phrase(m) + "?"))
+    truth = (claimed_instrument, claimed_colour, claimed_shape, claimed_motion) == (
+        event.instrument,
+        event.colour,
+        event.shape,
+        event.motion,
+    )
+    assert answer(sample) == ("Yes." if truth else "No.")
+
+
+def test_both_questions_are_balanced():
+    answers = [answer(make_sample([s], "both")) for s in range(200)]
+    assert 70 < answers.count("Yes.") < 130
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_time_questions_follow_the_events(seed):
+    sample = make_sample([seed], "time")
+    first, second = sample.clip.events
+    clip = sample.clip
+    half_frames, half_samples = clip.video.shape[0] // 2, clip.audio.shape[0] // 2
+    # each half of the clip shows its own event and plays its own note
+    assert nearest_colour(clip.video[0]) == first.colour
+    assert nearest_colour(clip.video[-1]) == second.colour
+    assert classify_shape(clip.video[0]) == first.shape
+    assert classify_shape(clip.video[half_frames]) == second.shape
+    assert dominant_frequency(clip.audio[:half_samples], clip.sample_rate) == pytest.approx(
+        PITCHES[first.pitch], rel=0.06
+    )
+    assert dominant_frequency(clip.audio[half_samples:], clip.sample_rate) == pytest.approx(
+        PITCHES[second.pitch], rel=0.06
+    )
+    assert first.instrument != second.instrument
+    assert first.end_s == pytest.approx(second.start_s)
+    q, said = question(sample), answer(sample)
+    if "instrument" in q or "hear" in q:
+        asked = first if f"{first.colour} {first.shape}" in q else second
+        assert f"{asked.colour} {asked.shape}" in q
+        assert said.endswith(f" {asked.instrument}.")
+    else:
+        asked = first if first.instrument in q else second
+        assert said == f"It is {'an' if asked.colour[0] in 'aeiou' else 'a'} {asked.colour} {asked.shape}."
+
+
+def test_caption_describes_every_event():
+    one = make_sample(2, CAPTION_TYPE)
+    e = one.clip.events[0]
+    assert answer(one) == one.clip.caption
+    assert e.colour in answer(one) and e.shape in answer(one) and e.instrument in answer(one)
+    two = make_clip(9, two_events=True)
+    assert two.caption.startswith("First ") and ", then " in two.caption
+
+
+def test_vocabulary_covers_every_generated_sentence():
+    corpus = " ".join(vocabulary_corpus())
+    words = set(re.findall(r"[A-Za-z]+", corpus))
+    for seed in range(100):
+        for qt in QUESTION_TYPES + (CAPTION_TYPE,):
+            for turn in make_sample([seed, 1], qt).conversations:
+                assert set(re.findall(r"[A-Za-z]+", turn["value"])) <= words | {"video", "audio"}
