@@ -54,7 +54,9 @@ def unpatchify(patches: torch.Tensor, patch_size: int, height: int, width: int) 
     rows, cols = height // patch_size, width // patch_size
     channels = dim // (patch_size * patch_size)
     if rows * cols != count or channels * patch_size * patch_size != dim:
-        raise ValueError(f"{count} patches of size {dim} do not tile a {height}x{width} image with patch_size {patch_size}")
+        raise ValueError(
+            f"{count} patches of size {dim} do not tile a {height}x{width} image with patch_size {patch_size}"
+        )
     n = len(lead)
     x = patches.reshape(*lead, rows, cols, channels, patch_size, patch_size)  # (..., rows, cols, C, p, p)
     x = x.permute(*range(n), n + 2, n, n + 3, n + 1, n + 4)  # (..., C, rows, p, cols, p)

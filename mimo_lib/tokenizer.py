@@ -161,9 +161,7 @@ class Tokenizer:
     # ------------------------------------------------------------------ building
 
     @classmethod
-    def from_corpus(
-        cls, texts: Iterable[str], min_count: int = 1, max_pieces: int | None = None
-    ) -> Tokenizer:
+    def from_corpus(cls, texts: Iterable[str], min_count: int = 1, max_pieces: int | None = None) -> Tokenizer:
         """Learn the pieces of ``texts``, most frequent first.
 
         Args:
@@ -232,14 +230,11 @@ class Tokenizer:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise MimoInputError(
-                f"{path}: not a tokenizer file (not valid JSON: {error})"
-            ) from None
+            raise MimoInputError(f"{path}: not a tokenizer file (not valid JSON: {error})") from None
 
         if not isinstance(data, dict) or data.get("format") != FILE_FORMAT:
             raise MimoInputError(
-                f'{path}: not a tokenizer file (expected "format": "{FILE_FORMAT}"); '
-                "write one with Tokenizer.save"
+                f'{path}: not a tokenizer file (expected "format": "{FILE_FORMAT}"); write one with Tokenizer.save'
             )
         pieces = data.get("pieces")
         if not isinstance(pieces, list):

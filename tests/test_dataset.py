@@ -147,7 +147,9 @@ def test_make_samples_regenerates_data_samples(tmp_path):
     records = make_samples(tmp_path)
     committed = (DATA_SAMPLES / "conversations.jsonl").read_text()
     assert (tmp_path / "conversations.jsonl").read_text() == committed
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in DATA_SAMPLES.iterdir() if p.name != "README.md")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in DATA_SAMPLES.iterdir() if p.name != "README.md"
+    )
     for record in records[:2]:
         fresh = read_video_frames(tmp_path / record["video"], 8).float()
         stored = read_video_frames(DATA_SAMPLES / record["video"], 8).float()
@@ -155,14 +157,21 @@ def test_make_samples_regenerates_data_samples(tmp_path):
 
 
 def test_json_array_is_accepted(tmp_path, tiny_mp4):
-    folder = write_folder(tmp_path / "d", [{"id": 1, "video": "clip.mp4", "conversations": qa("<video>\nWhat?")}], tiny_mp4, as_json_array=True)
+    folder = write_folder(
+        tmp_path / "d",
+        [{"id": 1, "video": "clip.mp4", "conversations": qa("<video>\nWhat?")}],
+        tiny_mp4,
+        as_json_array=True,
+    )
     dataset = AVFolderDataset(folder, num_frames=4, image_size=32)
     sample = dataset[0]
     assert sample["id"] == "1" and sample["video"].shape == (4, 3, 32, 32) and sample["audio"] is None
 
 
 def test_audio_placeholder_takes_the_video_track(tmp_path, tiny_mp4):
-    folder = write_folder(tmp_path / "d", [{"id": "x", "video": "clip.mp4", "conversations": qa("<video>\n<audio>\nWhat?")}], tiny_mp4)
+    folder = write_folder(
+        tmp_path / "d", [{"id": "x", "video": "clip.mp4", "conversations": qa("<video>\n<audio>\nWhat?")}], tiny_mp4
+    )
     sample = AVFolderDataset(folder, image_size=32, audio_duration_s=1.0)[0]
     assert sample["audio"].shape == (16_000,)  # 0.5 s of sound, zero-padded to 1 s
     assert sample["audio"][9000:].abs().max() == 0
@@ -175,9 +184,15 @@ def test_audio_placeholder_takes_the_video_track(tmp_path, tiny_mp4):
         (['{"id": "a", "conversations": []}', "{not json"], r"conversations.jsonl:2: line is not valid JSON"),
         (['{"conversations": []}'], r"conversations.jsonl:1: sample is missing the required field 'id'"),
         (['{"id": "a"}'], r"conversations.jsonl:1: sample is missing the required field 'conversations'"),
-        (["", '{"id": "a", "conversations": "hi"}'], r"conversations.jsonl:2 \(id 'a'\): 'conversations' must be a non-empty list"),
-        (['{"id": "a", "conversations": [{"from": "gpt", "value": "x"}]}'], r"turn 0 is from 'gpt' but 'human' was expected"),
-        (['[1, 2]'], r"each sample must be a JSON object"),
+        (
+            ["", '{"id": "a", "conversations": "hi"}'],
+            r"conversations.jsonl:2 \(id 'a'\): 'conversations' must be a non-empty list",
+        ),
+        (
+            ['{"id": "a", "conversations": [{"from": "gpt", "value": "x"}]}'],
+            r"turn 0 is from 'gpt' but 'human' was expected",
+        ),
+        (["[1, 2]"], r"each sample must be a JSON object"),
     ],
 )
 def test_annotation_errors_name_the_line(tmp_path, lines, message):

@@ -101,9 +101,7 @@ def test_video_round_trip_preserves_content(av_clip):
     assert error < 4.0, error
     # The flat background keeps its colour (away from the square's edges).
     background = video[:, :, 32:, :].float().mean(dim=(0, 2, 3))
-    assert torch.allclose(background, torch.tensor(BACKGROUND, dtype=torch.float32), atol=5.0), (
-        background
-    )
+    assert torch.allclose(background, torch.tensor(BACKGROUND, dtype=torch.float32), atol=5.0), background
     # The square is where it should be: white at its centre in every frame.
     for i in range(32):
         assert video[i, :, 16, i + 8].min() > 230
@@ -166,9 +164,7 @@ def test_mp4_audio_round_trip_length_and_pitch(av_clip):
 
 def test_mp4_stereo_44k_audio_is_read_as_16k_mono(tmp_path):
     stereo = torch.stack([tone(1000, 1.0, 44_100), tone(1000, 1.0, 44_100)])  # (2, N)
-    path = write_video(
-        tmp_path / "stereo.mp4", moving_square(8), fps=8, audio=stereo, sample_rate=44_100
-    )
+    path = write_video(tmp_path / "stereo.mp4", moving_square(8), fps=8, audio=stereo, sample_rate=44_100)
     assert probe(path).audio_channels == 2
     decoded = read_audio(path, sample_rate=16_000)
     assert abs(len(decoded) - 16_000) <= 80
@@ -375,9 +371,7 @@ def test_write_video_rejects_bad_audio_and_args(tmp_path):
     with pytest.raises(ValueError, match="float"):
         write_video(tmp_path / "a.mp4", frames, fps=8, audio=torch.zeros(8000, dtype=torch.int16))
     with pytest.raises(ValueError, match="AAC"):
-        write_video(
-            tmp_path / "a.mp4", frames, fps=8, audio=tone(440, 0.5, 12_345), sample_rate=12_345
-        )
+        write_video(tmp_path / "a.mp4", frames, fps=8, audio=tone(440, 0.5, 12_345), sample_rate=12_345)
     with pytest.raises(ValueError, match="fps"):
         write_video(tmp_path / "a.mp4", frames, fps=0)
     with pytest.raises(ValueError, match=r"\.mp4"):

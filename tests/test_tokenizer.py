@@ -289,10 +289,7 @@ def test_from_corpus_is_deterministic_across_processes() -> None:
     # String hashes (and so set order) change with PYTHONHASHSEED; the ids must not.
     # One child process with a seed different from ours is compared with this process.
     seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
-    script = (
-        "from mimo_lib.tokenizer import Tokenizer\n"
-        f"print(Tokenizer.from_corpus({CORPUS!r}).pieces)\n"
-    )
+    script = f"from mimo_lib.tokenizer import Tokenizer\nprint(Tokenizer.from_corpus({CORPUS!r}).pieces)\n"
     result = subprocess.run(
         [sys.executable, "-c", script],
         env={**os.environ, "PYTHONHASHSEED": seed},

@@ -68,7 +68,9 @@ def encode_conversation(
     else:
         validate_turns(conversations)
         if len(conversations) % 2 == 1:
-            raise ValueError("conversation ends on a human turn: pass add_generation_prompt=True to prompt for an answer")
+            raise ValueError(
+                "conversation ends on a human turn: pass add_generation_prompt=True to prompt for an answer"
+            )
 
     input_ids = [tokenizer.bos_id]
     labels = [IGNORE_INDEX]

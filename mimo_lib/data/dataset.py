@@ -80,7 +80,9 @@ def find_annotation_file(data_path: str | Path) -> Path:
     if path.is_file():
         return path
     if not path.exists():
-        raise DatasetFormatError(f"data path {path} does not exist: pass a folder with conversations.jsonl, or 'synthetic'")
+        raise DatasetFormatError(
+            f"data path {path} does not exist: pass a folder with conversations.jsonl, or 'synthetic'"
+        )
     for name in ANNOTATION_FILES:
         if (path / name).is_file():
             return path / name
@@ -102,7 +104,9 @@ def _read_records(annotation_file: Path) -> list[tuple[str, Any]]:
                 f"{annotation_file}:{error.lineno}: not valid JSON ({error.msg}); expected a JSON array of samples"
             ) from None
         if not isinstance(records, list):
-            raise DatasetFormatError(f"{annotation_file}: expected a JSON array of samples, got {type(records).__name__}")
+            raise DatasetFormatError(
+                f"{annotation_file}: expected a JSON array of samples, got {type(records).__name__}"
+            )
         return [(f"{annotation_file.name}[{i}]", r) for i, r in enumerate(records)]
     pairs = []
     for line_number, line in enumerate(text.splitlines(), start=1):
@@ -179,12 +183,18 @@ def load_annotations(data_path: str | Path) -> list[AnnotatedSample]:
                 "remove the extra placeholders or add the media"
             )
         if video_path and num_video == 0:
-            raise DatasetFormatError(f"{where}: a video is given but no turn has a <video> placeholder; add '<video>\\n' to the first question")
+            raise DatasetFormatError(
+                f"{where}: a video is given but no turn has a <video> placeholder; add '<video>\\n' to the first question"
+            )
         if audio_path and num_audio == 0:
-            raise DatasetFormatError(f"{where}: an audio file is given but no turn has an <audio> placeholder; add '<audio>\\n' to the first question")
+            raise DatasetFormatError(
+                f"{where}: an audio file is given but no turn has an <audio> placeholder; add '<audio>\\n' to the first question"
+            )
         question_type = record.get("question_type")
         samples.append(
-            AnnotatedSample(sample_id, turns, video_path, audio_path, None if question_type is None else str(question_type), where)
+            AnnotatedSample(
+                sample_id, turns, video_path, audio_path, None if question_type is None else str(question_type), where
+            )
         )
     if not samples:
         raise DatasetFormatError(f"{annotation_file}: no samples found")

@@ -68,8 +68,13 @@ def make_samples(out_dir: str | Path) -> list[dict]:
         num_turns = 2 if index % 2 else 1  # some multi-turn conversations too
         name = f"clip-{index:02d}"
         sample = make_sample([SEED, index], question_type, SAMPLE_CONFIG, num_turns, sample_id=name)
-        write_video(out / f"{name}.mp4", sample.clip.video, fps=SAMPLE_CONFIG.fps, audio=sample.clip.audio,
-                    sample_rate=SAMPLE_CONFIG.sample_rate)
+        write_video(
+            out / f"{name}.mp4",
+            sample.clip.video,
+            fps=SAMPLE_CONFIG.fps,
+            audio=sample.clip.audio,
+            sample_rate=SAMPLE_CONFIG.sample_rate,
+        )
         records.append(
             {"id": name, "video": f"{name}.mp4", "question_type": question_type, "conversations": sample.conversations}
         )

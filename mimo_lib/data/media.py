@@ -160,9 +160,7 @@ class MediaClip:
 def _open_media(path: Path) -> Iterator[av.container.InputContainer]:
     """Open ``path`` for reading; raise ``MediaError`` if that is impossible."""
     if not path.exists():
-        raise MediaError(
-            f"{path}: file not found. Check the path (relative paths start at {Path.cwd()})."
-        )
+        raise MediaError(f"{path}: file not found. Check the path (relative paths start at {Path.cwd()}).")
     if not path.is_file():
         raise MediaError(f"{path}: is not a file (a folder?). Pass the path of one media file.")
     try:
@@ -202,9 +200,7 @@ def _video_frame_count(path: Path, container: av.container.InputContainer) -> in
                 if packet.size > 0:  # the demuxer ends with an empty "flush" packet
                     count += 1
         except av.FFmpegError as err:
-            raise MediaError(
-                f"{path}: is truncated or corrupt: reading its video packets failed ({err})."
-            ) from err
+            raise MediaError(f"{path}: is truncated or corrupt: reading its video packets failed ({err}).") from err
     return count
 
 
@@ -371,15 +367,13 @@ def read_video_frames(
     with _open_media(path) as container:
         if not container.streams.video:
             raise MediaError(
-                f"{path}: has no video stream (is it an audio file?). "
-                f"Use read_audio() for audio, or pass a video file."
+                f"{path}: has no video stream (is it an audio file?). Use read_audio() for audio, or pass a video file."
             )
         expected = _video_frame_count(path, container)
 
     if expected == 0:
         raise MediaError(
-            f"{path}: its video stream contains no frames (is the file truncated?). "
-            f"Re-export or re-download the file."
+            f"{path}: its video stream contains no frames (is the file truncated?). Re-export or re-download the file."
         )
 
     indices = _uniform_indices(expected, num_frames)
@@ -403,9 +397,7 @@ def read_video_frames(
     try:
         return torch.stack([kept[i] for i in indices])  # (num_frames, 3, H, W) uint8
     except RuntimeError as err:  # frames of different sizes cannot be stacked
-        raise MediaError(
-            f"{path}: its frames change size mid-stream; pass image_size=... to resize them all."
-        ) from err
+        raise MediaError(f"{path}: its frames change size mid-stream; pass image_size=... to resize them all.") from err
 
 
 # ---------------------------------------------------------------------------
@@ -500,9 +492,7 @@ def read_audio(
         expected = round(_stream_seconds(stream) * file_rate)
 
     if len(waveform) == 0:
-        raise MediaError(
-            f"{path}: its audio track contains no samples. Use a file with sound in it."
-        )
+        raise MediaError(f"{path}: its audio track contains no samples. Use a file with sound in it.")
     if expected > 0 and len(waveform) < _MIN_DECODED_FRACTION * expected:
         raise MediaError(
             f"{path}: is truncated or corrupt: its header promises {expected} audio samples "
@@ -616,9 +606,7 @@ def _check_frames(frames: torch.Tensor) -> torch.Tensor:
             f"for floats in [0, 1] use (frames.clamp(0, 1) * 255).round().to(torch.uint8)"
         )
     if frames.ndim != 4 or frames.shape[1] != 3:
-        raise ValueError(
-            f"frames must have shape (T, 3, H, W) (RGB, channels second), got {tuple(frames.shape)}"
-        )
+        raise ValueError(f"frames must have shape (T, 3, H, W) (RGB, channels second), got {tuple(frames.shape)}")
     num, _, height, width = frames.shape
     if num < 1 or height < 1 or width < 1:
         raise ValueError(f"frames is empty: shape {tuple(frames.shape)}")
@@ -662,12 +650,7 @@ def write_video(
     if path.suffix.lower() != ".mp4":
         raise ValueError(f"{path}: write_video writes mp4 files; use a name ending in .mp4")
     frames = _check_frames(frames)  # (T, 3, H, W) uint8
-    if (
-        isinstance(fps, bool)
-        or not isinstance(fps, numbers.Real)
-        or not math.isfinite(fps)
-        or fps <= 0
-    ):
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
         raise ValueError(f"fps must be a positive number, got {fps!r}")
     if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 51:
         raise ValueError(f"crf must be an int from 0 (lossless) to 51 (worst), got {crf!r}")
@@ -688,9 +671,7 @@ def write_video(
     rate = Fraction(fps).limit_denominator(10_000)  # e.g. 29.97 -> 2997/100
     with _atomic_destination(path) as temporary:
         try:
-            with av.open(
-                str(temporary), mode="w", format="mp4", options={"movflags": "faststart"}
-            ) as out:
+            with av.open(str(temporary), mode="w", format="mp4", options={"movflags": "faststart"}) as out:
                 # "faststart" puts the mp4 index (the moov box) at the front of
                 # the file, so players can start before the whole file arrives.
                 video_stream = out.add_stream("libx264", rate=rate, options={"crf": str(crf)})
@@ -714,9 +695,7 @@ def write_video(
 
                 if audio_stream is not None:
                     samples = audio.numpy()  # (C, N) float32, planar: one row per channel
-                    sound = av.AudioFrame.from_ndarray(
-                        samples, format="fltp", layout=audio_stream.layout.name
-                    )
+                    sound = av.AudioFrame.from_ndarray(samples, format="fltp", layout=audio_stream.layout.name)
                     sound.sample_rate = sample_rate
                     sound.pts = 0
                     # PyAV cuts this into the 1024-sample frames AAC needs.
@@ -747,9 +726,7 @@ def write_audio(path: PathLike, waveform: torch.Tensor, sample_rate: int) -> Pat
     path = _as_path(path)
     suffix = path.suffix.lower()
     if suffix not in _AUDIO_FORMATS:
-        raise ValueError(
-            f"{path}: write_audio writes .wav or .flac files, not {suffix or 'no suffix'!r}"
-        )
+        raise ValueError(f"{path}: write_audio writes .wav or .flac files, not {suffix or 'no suffix'!r}")
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive int (Hz), got {sample_rate!r}")
     waveform = _check_waveform(waveform, name="waveform")  # (C, N) float32
@@ -766,9 +743,7 @@ def write_audio(path: PathLike, waveform: torch.Tensor, sample_rate: int) -> Pat
                 stream = out.add_stream(codec, rate=sample_rate)
                 stream.layout = _layout_name(channels)
                 stream.format = "s16"
-                frame = av.AudioFrame.from_ndarray(
-                    interleaved, format="s16", layout=stream.layout.name
-                )
+                frame = av.AudioFrame.from_ndarray(interleaved, format="s16", layout=stream.layout.name)
                 frame.sample_rate = sample_rate
                 frame.pts = 0
                 for packet in stream.encode(frame):

@@ -327,6 +327,7 @@ def random_event(rng: np.random.Generator, start_s: float, end_s: float, **fixed
     pitch = fixed.get("pitch") or str(rng.choice(list(PITCHES)))
     size = float(rng.uniform(0.10, 0.14))
     dx, dy = MOTION_DIRECTIONS[motion]
+
     # start where the whole path stays inside the frame
     def start_coordinate(direction: float) -> float:
         if direction > 0:
@@ -356,7 +357,10 @@ def random_events(rng: np.random.Generator, config: SyntheticConfig, two_events:
 
 
 def make_clip(
-    seed: int | Sequence[int], config: SyntheticConfig | None = None, two_events: bool = False, clip_id: str | None = None
+    seed: int | Sequence[int],
+    config: SyntheticConfig | None = None,
+    two_events: bool = False,
+    clip_id: str | None = None,
 ) -> SyntheticClip:
     """Render one clip, fully determined by ``seed`` (an int or a sequence of ints)."""
     config = config or SyntheticConfig()
@@ -436,7 +440,11 @@ MOTION_QUESTIONS = (
     "How does the {shape} move?",
 )
 INSTRUMENT_QUESTIONS = ("What instrument is playing?", "Which instrument do you hear?", "What is making the sound?")
-PITCH_QUESTIONS = ("Is the note high or low?", "Is the sound high or low in pitch?", "Do you hear a high or a low note?")
+PITCH_QUESTIONS = (
+    "Is the note high or low?",
+    "Is the sound high or low in pitch?",
+    "Do you hear a high or a low note?",
+)
 BOTH_QUESTIONS = (
     "Is the {instrument} playing while the {colour} {shape} {motion}?",
     "Do you hear {a_instrument} while the {colour} {shape} {motion}?",
@@ -580,4 +588,3 @@ __all__ = [
     "synthesize_note",
     "vocabulary_corpus",
 ]
-
