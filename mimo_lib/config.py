@@ -1,0 +1,327 @@
+"""Every size and switch of the MIMO model, as dataclasses with a comment on each field.
+
+One config per component — vision tower, audio tower, projectors, language
+model — and :class:`MIMOConfig` for the whole model. Presets go from a model
+that trains on a 2-core laptop CPU in minutes (``toy``) to the shape of
+Megatron-LM's 7B audio-video-language model (``llava-avlm-7b``), which can be
+built on the ``meta`` device to count its parameters without allocating them.
+
+Language-model fields are named after, and documented with, the megatron-core
+``TransformerConfig`` / ``GPTModel`` argument they correspond to, so the
+scale-out chapter can build the same network in megatron-core and copy weights
+across exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+VISION_BACKBONES = ("clip", "hf-clip")
+AUDIO_BACKBONES = ("whisper", "beats", "hf-whisper")
+POSITION_EMBEDDINGS = ("rope", "learned_absolute")
+NORMALIZATIONS = ("LayerNorm", "RMSNorm")
+ACTIVATIONS = ("gelu", "swiglu")
+PROJECTOR_TYPES = ("mlp2x_gelu",)
+
+#: Audio feature frames per second (a 10 ms hop), for both Whisper log-mel and Kaldi fbank.
+FEATURE_FRAMES_PER_SECOND = 100
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {choices}")
+
+
+def _check_heads(where: str, hidden_size: int, num_attention_heads: int) -> None:
+    if hidden_size % num_attention_heads != 0:
+        raise ValueError(
+            f"{where}: hidden_size {hidden_size} is not divisible by num_attention_heads {num_attention_heads}"
+        )
+
+
+@dataclass
+class VisionTowerConfig:
+    """A CLIP-style ViT applied to every frame of a video."""
+
+    backbone_type: str = "clip"  # --vision-backbone-type: "clip" (built in this book) or "hf-clip" (transformers)
+    pretrained_path: str | None = None  # folder for from_pretrained (hf-clip) or a mimo_lib tower checkpoint
+    num_frames: int = 8  # --num-frames: frames sampled uniformly from each clip
+    image_size: int = 64  # frames are resized to image_size x image_size pixels
+    patch_size: int = 8  # each frame is cut into (image_size / patch_size)^2 square patches
+    num_channels: int = 3  # RGB
+    hidden_size: int = 128  # width of the ViT
+    num_layers: int = 4  # transformer blocks
+    num_attention_heads: int = 4  # heads per block; must divide hidden_size
+    ffn_hidden_size: int = 512  # MLP width inside each block (4x hidden, as CLIP)
+    layernorm_epsilon: float = 1e-5  # LayerNorm epsilon, as CLIP
+    select_layer: int = -2  # whose hidden states feed the projector; -2 = penultimate block, as LLaVA
+    drop_class_token: bool = True  # LLaVA keeps patch tokens only
+    pool_size: int = 2  # average-pool the patch grid by this factor per side (1 = keep every patch)
+    temporal_embedding: bool = True  # add a learned embedding per frame index, so the order of frames is visible
+    normalize_output: bool = True  # LayerNorm on the selected features (keeps their scale fixed for the projector)
+
+    def __post_init__(self) -> None:
+        _check_choice("vision backbone_type", self.backbone_type, VISION_BACKBONES)
+        _check_heads("vision tower", self.hidden_size, self.num_attention_heads)
+        if self.image_size % self.patch_size != 0:
+            raise ValueError(f"vision image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
+        if self.grid_size % self.pool_size != 0:
+            raise ValueError(
+                f"vision patch grid {self.grid_size}x{self.grid_size} is not divisible by pool_size {self.pool_size}"
+            )
+        if not -self.num_layers <= self.select_layer < self.num_layers or self.select_layer == 0:
+            raise ValueError(
+                f"vision select_layer {self.select_layer} must pick one of the {self.num_layers} blocks "
+                f"(1..{self.num_layers} or -1..-{self.num_layers})"
+            )
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames must be at least 1 (got {self.num_frames})")
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per side of a frame."""
+        return self.image_size // self.patch_size
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """Tokens each frame contributes after pooling (class token dropped)."""
+        return (self.grid_size // self.pool_size) ** 2 + (0 if self.drop_class_token else 1)
+
+    @property
+    def num_tokens(self) -> int:
+        """Video tokens per clip, before any projector compression."""
+        return self.num_frames * self.tokens_per_frame
+
+
+@dataclass
+class AudioTowerConfig:
+    """An audio encoder over log-mel (Whisper-style) or Kaldi fbank (BEATs-style) features."""
+
+    backbone_type: str = "whisper"  # --audio-backbone-type: "whisper", "beats" (built here) or "hf-whisper"
+    pretrained_path: str | None = None  # folder for from_pretrained (hf-whisper) or a mimo_lib tower checkpoint
+    sample_rate: int = 16_000  # audio is resampled to this rate
+    clip_duration_s: float = 1.0  # audio is cropped or zero-padded to this length
+    num_mel_bins: int = 80  # feature bins per frame: 80 log-mel (Whisper), 128 fbank (BEATs)
+    hidden_size: int = 128  # width of the encoder
+    num_layers: int = 4  # transformer blocks
+    num_attention_heads: int = 4  # heads per block; must divide hidden_size
+    ffn_hidden_size: int = 512  # MLP width inside each block
+    layernorm_epsilon: float = 1e-5
+    beats_patch_size: int = 16  # BEATs cuts the fbank into patch x patch squares (frequency x time)
+    audio_seq_len: int = 25  # --audio-seq-len: audio tokens per clip, after pooling the encoder's sequence
+    normalize_output: bool = True  # LayerNorm on the pooled features
+
+    def __post_init__(self) -> None:
+        _check_choice("audio backbone_type", self.backbone_type, AUDIO_BACKBONES)
+        _check_heads("audio tower", self.hidden_size, self.num_attention_heads)
+        if self.backbone_type == "beats" and self.num_mel_bins % self.beats_patch_size != 0:
+            raise ValueError(
+                f"beats: num_mel_bins {self.num_mel_bins} is not divisible by beats_patch_size {self.beats_patch_size}"
+            )
+        natural = self.encoder_seq_len
+        if self.audio_seq_len < 1 or natural % self.audio_seq_len != 0:
+            divisors = [d for d in range(1, natural + 1) if natural % d == 0]
+            raise ValueError(
+                f"--audio-seq-len {self.audio_seq_len} does not fit the {self.backbone_type} encoder, which makes "
+                f"{natural} positions for {self.clip_duration_s:g} s of audio: audio_seq_len must divide {natural} "
+                f"(one of {divisors}), or change clip_duration_s"
+            )
+
+    @property
+    def num_samples(self) -> int:
+        """Waveform samples per clip."""
+        return int(round(self.clip_duration_s * self.sample_rate))
+
+    @property
+    def num_feature_frames(self) -> int:
+        """Feature frames per clip (one per 10 ms)."""
+        return int(round(self.clip_duration_s * FEATURE_FRAMES_PER_SECOND))
+
+    @property
+    def encoder_seq_len(self) -> int:
+        """Positions the encoder produces before pooling to ``audio_seq_len``.
+
+        Whisper: a stride-2 convolution halves the frames. BEATs: one position
+        per (frequency, time) patch, the time axis padded up to whole patches.
+        """
+        if self.backbone_type == "beats":
+            time_patches = math.ceil(self.num_feature_frames / self.beats_patch_size)
+            return (self.num_mel_bins // self.beats_patch_size) * time_patches
+        return self.num_feature_frames // 2
+
+    @property
+    def pool_factor(self) -> int:
+        """Encoder positions averaged into each audio token."""
+        return self.encoder_seq_len // self.audio_seq_len
+
+
+@dataclass
+class ProjectorConfig:
+    """LLaVA-1.5 projectors: one two-layer MLP per modality into the language model's width."""
+
+    projector_type: str = "mlp2x_gelu"  # Linear -> GELU -> Linear, as LLaVA-1.5
+    vision_token_compression: int = 1  # concatenate this many neighbouring video tokens into one (1 = off)
+    audio_token_compression: int = 1  # the same for audio tokens
+
+    def __post_init__(self) -> None:
+        _check_choice("projector_type", self.projector_type, PROJECTOR_TYPES)
+        for name in ("vision_token_compression", "audio_token_compression"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
+
+
+@dataclass
+class LanguageModelConfig:
+    """A GPT decoder laid out like megatron-core's ``GPTModel`` with the local layer spec.
+
+    Each field names the megatron-core argument it maps onto.
+    """
+
+    vocab_size: int = 343  # GPTModel(vocab_size=): Tokenizer.default() has 343 tokens
+    make_vocab_size_divisible_by: int = 64  # Megatron pads the embedding table to a multiple of this
+    num_layers: int = 4  # TransformerConfig.num_layers
+    hidden_size: int = 128  # TransformerConfig.hidden_size
+    num_attention_heads: int = 4  # TransformerConfig.num_attention_heads (no grouped-query attention)
+    ffn_hidden_size: int = 512  # TransformerConfig.ffn_hidden_size
+    max_sequence_length: int = 512  # GPTModel(max_sequence_length=): longest combined sequence
+    position_embedding_type: str = "rope"  # GPTModel(position_embedding_type=): "rope" or "learned_absolute"
+    rotary_base: int = 10_000  # GPTModel(rotary_base=)
+    normalization: str = "LayerNorm"  # TransformerConfig.normalization: "LayerNorm" or "RMSNorm"
+    layernorm_epsilon: float = 1e-5  # TransformerConfig.layernorm_epsilon
+    activation: str = "gelu"  # "gelu" = TransformerConfig.activation_func=F.gelu; "swiglu" = gated_linear_unit + silu
+    add_bias_linear: bool = True  # TransformerConfig.add_bias_linear (and add_qkv_bias)
+    share_embeddings_and_output_weights: bool = False  # GPTModel(share_embeddings_and_output_weights=)
+    hidden_dropout: float = 0.0  # TransformerConfig.hidden_dropout
+    attention_dropout: float = 0.0  # TransformerConfig.attention_dropout
+    init_method_std: float = 0.02  # TransformerConfig.init_method_std
+
+    def __post_init__(self) -> None:
+        _check_heads("language model", self.hidden_size, self.num_attention_heads)
+        _check_choice("position_embedding_type", self.position_embedding_type, POSITION_EMBEDDINGS)
+        _check_choice("normalization", self.normalization, NORMALIZATIONS)
+        _check_choice("activation", self.activation, ACTIVATIONS)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the embedding table: vocab_size rounded up, as Megatron does."""
+        m = self.make_vocab_size_divisible_by
+        return ((self.vocab_size + m - 1) // m) * m
+
+
+@dataclass
+class MIMOConfig:
+    """The whole model: towers, projectors, language model, and the placeholder token ids."""
+
+    vision: VisionTowerConfig = field(default_factory=VisionTowerConfig)
+    audio: AudioTowerConfig = field(default_factory=AudioTowerConfig)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    language_model: LanguageModelConfig = field(default_factory=LanguageModelConfig)
+    pad_token_id: int = 0  # Tokenizer.pad_id
+    video_token_id: int = 3  # Tokenizer.video_token_id: each <video> expands to the clip's video tokens
+    audio_token_id: int = 4  # Tokenizer.audio_token_id: each <audio> expands to the clip's audio tokens
+    ignore_index: int = -100  # label value the loss skips (prompt, padding, modality positions)
+
+    @property
+    def num_video_tokens(self) -> int:
+        """Decoder positions one ``<video>`` placeholder becomes."""
+        return self.vision.num_tokens // self.projector.vision_token_compression
+
+    @property
+    def num_audio_tokens(self) -> int:
+        """Decoder positions one ``<audio>`` placeholder becomes."""
+        return self.audio.audio_seq_len // self.projector.audio_token_compression
+
+    def __post_init__(self) -> None:
+        if self.vision.num_tokens % self.projector.vision_token_compression:
+            raise ValueError(
+                f"vision_token_compression {self.projector.vision_token_compression} must divide "
+                f"the {self.vision.num_tokens} video tokens"
+            )
+        if self.audio.audio_seq_len % self.projector.audio_token_compression:
+            raise ValueError(
+                f"audio_token_compression {self.projector.audio_token_compression} must divide "
+                f"audio_seq_len {self.audio.audio_seq_len}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MIMOConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a typo should not pass silently)."""
+        parts = {
+            "vision": VisionTowerConfig,
+            "audio": AudioTowerConfig,
+            "projector": ProjectorConfig,
+            "language_model": LanguageModelConfig,
+        }
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown MIMOConfig fields {sorted(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in parts:
+                part_fields = {f.name for f in fields(parts[key])}
+                bad = set(value) - part_fields
+                if bad:
+                    raise ValueError(f"unknown {key} config fields {sorted(bad)}")
+                kwargs[key] = parts[key](**value)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+
+def _toy() -> MIMOConfig:
+    return MIMOConfig()
+
+
+def _small() -> MIMOConfig:
+    return MIMOConfig(
+        vision=VisionTowerConfig(
+            image_size=128, patch_size=16, hidden_size=384, num_layers=6, num_attention_heads=6, ffn_hidden_size=1536
+        ),
+        audio=AudioTowerConfig(
+            clip_duration_s=2.0, hidden_size=384, num_layers=6, num_attention_heads=6, ffn_hidden_size=1536,
+            audio_seq_len=50,
+        ),
+        language_model=LanguageModelConfig(
+            num_layers=8, hidden_size=512, num_attention_heads=8, ffn_hidden_size=2048, max_sequence_length=1024
+        ),
+    )
+
+
+def _llava_avlm_7b() -> MIMOConfig:
+    """The shape of Megatron-LM's llava_avlm: CLIP ViT-L/14-336, Whisper-base, a Vicuna-7B-shaped decoder."""
+    return MIMOConfig(
+        vision=VisionTowerConfig(
+            image_size=336, patch_size=14, hidden_size=1024, num_layers=24, num_attention_heads=16,
+            ffn_hidden_size=4096, pool_size=1, num_frames=8,
+        ),
+        audio=AudioTowerConfig(
+            clip_duration_s=30.0, num_mel_bins=80, hidden_size=512, num_layers=6, num_attention_heads=8,
+            ffn_hidden_size=2048, audio_seq_len=1500,
+        ),
+        language_model=LanguageModelConfig(
+            vocab_size=32_000, make_vocab_size_divisible_by=128, num_layers=32, hidden_size=4096,
+            num_attention_heads=32, ffn_hidden_size=11_008, max_sequence_length=8192, normalization="RMSNorm",
+            activation="swiglu", add_bias_linear=False, layernorm_epsilon=1e-5,
+        ),
+    )
+
+
+PRESETS = {"toy": _toy, "small": _small, "llava-avlm-7b": _llava_avlm_7b}
+
+
+def get_preset(name: str, **overrides: Any) -> MIMOConfig:
+    """A fresh config for preset ``name``; ``overrides`` replace top-level fields (e.g. ``vision=...``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    config = PRESETS[name]()
+    return replace(config, **overrides) if overrides else config
