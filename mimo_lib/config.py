@@ -179,7 +179,7 @@ class LanguageModelConfig:
     Each field names the megatron-core argument it maps onto.
     """
 
-    vocab_size: int = 343  # GPTModel(vocab_size=): Tokenizer.default() has 343 tokens
+    vocab_size: int = 359  # GPTModel(vocab_size=): Tokenizer.default() has 359 tokens (a test keeps them equal)
     make_vocab_size_divisible_by: int = 64  # Megatron pads the embedding table to a multiple of this
     num_layers: int = 4  # TransformerConfig.num_layers
     hidden_size: int = 128  # TransformerConfig.hidden_size

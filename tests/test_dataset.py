@@ -255,3 +255,13 @@ def test_corrupt_media_is_reported_with_the_sample(tmp_path, tiny_mp4):
     dataset = AVFolderDataset(tmp_path, image_size=32)
     with pytest.raises(MediaError, match=r"id 'broken'.*clip.mp4"):
         dataset[0]
+
+
+def test_every_synthetic_conversation_tokenizes_without_byte_fallback(tokenizer):
+    """The default vocabulary covers the chat template and every sentence: no word is spelled in bytes."""
+    byte_ids = {tokenizer.token_to_id(f"<0x{b:02X}>") for b in range(256)}
+    for question_type in QUESTION_TYPES + ("caption",):
+        for index in range(30):
+            sample = SyntheticAVDataset(30, seed=5, question_types=[question_type], num_turns=2, tokenizer=tokenizer)[index]
+            used = set(sample["input_ids"].tolist())
+            assert not used & byte_ids, tokenizer.tokenize(tokenizer.decode(sample["input_ids"]))

@@ -554,6 +554,11 @@ def vocabulary_corpus() -> list[str]:
         texts += [t.format(instrument=instrument) for t in TIME_SHAPE_QUESTIONS]
     for pitch in PITCHES:
         texts.append(f"The note is {pitch}.")
+    # The chat template puts a space before every answer and before follow-up
+    # questions ("Assistant: That ...", "User: In ..."), and a lone space and
+    # newlines around the placeholders: learn those pieces too.
+    texts += [" " + text for text in texts]
+    texts += ["User: ", "What?\nAssistant: Yes.\nUser: What?"]
     return texts
 
 
