@@ -46,7 +46,7 @@ class VisionTowerConfig:
     """A CLIP-style ViT applied to every frame of a video."""
 
     backbone_type: str = "clip"  # --vision-backbone-type: "clip" (built in this book) or "hf-clip" (transformers)
-    pretrained_path: str | None = None  # folder for from_pretrained (hf-clip) or a mimo_lib tower checkpoint
+    pretrained_path: str | None = None  # hf-clip only: local folder for from_pretrained (own towers: MIMOModel.load_towers)
     num_frames: int = 8  # --num-frames: frames sampled uniformly from each clip
     image_size: int = 64  # frames are resized to image_size x image_size pixels
     patch_size: int = 8  # each frame is cut into (image_size / patch_size)^2 square patches
@@ -67,11 +67,15 @@ class VisionTowerConfig:
         _check_heads("vision tower", self.hidden_size, self.num_attention_heads)
         if self.image_size % self.patch_size != 0:
             raise ValueError(f"vision image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
+        if self.pool_size < 1:
+            raise ValueError(f"vision pool_size must be at least 1 (got {self.pool_size})")
+        if self.num_channels != 3:
+            raise ValueError(f"vision num_channels must be 3 (RGB frames, CLIP normalisation), got {self.num_channels}")
         if self.grid_size % self.pool_size != 0:
             raise ValueError(
                 f"vision patch grid {self.grid_size}x{self.grid_size} is not divisible by pool_size {self.pool_size}"
             )
-        if not -self.num_layers <= self.select_layer < self.num_layers or self.select_layer == 0:
+        if not -self.num_layers <= self.select_layer <= self.num_layers or self.select_layer == 0:
             raise ValueError(
                 f"vision select_layer {self.select_layer} must pick one of the {self.num_layers} blocks "
                 f"(1..{self.num_layers} or -1..-{self.num_layers})"
@@ -86,7 +90,7 @@ class VisionTowerConfig:
 
     @property
     def tokens_per_frame(self) -> int:
-        """Tokens each frame contributes after pooling (class token dropped)."""
+        """Tokens each frame contributes: the pooled patch grid, plus the class token if it is kept."""
         return (self.grid_size // self.pool_size) ** 2 + (0 if self.drop_class_token else 1)
 
     @property
@@ -100,21 +104,25 @@ class AudioTowerConfig:
     """An audio encoder over log-mel (Whisper-style) or Kaldi fbank (BEATs-style) features."""
 
     backbone_type: str = "whisper"  # --audio-backbone-type: "whisper", "beats" (built here) or "hf-whisper"
-    pretrained_path: str | None = None  # folder for from_pretrained (hf-whisper) or a mimo_lib tower checkpoint
+    pretrained_path: str | None = None  # hf-whisper only: local folder for from_pretrained (own towers: MIMOModel.load_towers)
     sample_rate: int = 16_000  # audio is resampled to this rate
     clip_duration_s: float = 1.0  # audio is cropped or zero-padded to this length
-    num_mel_bins: int = 80  # feature bins per frame: 80 log-mel (Whisper), 128 fbank (BEATs)
+    num_mel_bins: int | None = None  # feature bins per frame; None = the backbone's own: 80 log-mel (Whisper), 128 fbank (BEATs)
     hidden_size: int = 128  # width of the encoder
     num_layers: int = 4  # transformer blocks
     num_attention_heads: int = 4  # heads per block; must divide hidden_size
     ffn_hidden_size: int = 512  # MLP width inside each block
     layernorm_epsilon: float = 1e-5
     beats_patch_size: int = 16  # BEATs cuts the fbank into patch x patch squares (frequency x time)
-    audio_seq_len: int = 25  # --audio-seq-len: audio tokens per clip, after pooling the encoder's sequence
+    audio_seq_len: int | None = None  # --audio-seq-len: audio tokens per clip after pooling; None = half the encoder's positions
     normalize_output: bool = True  # LayerNorm on the pooled features
 
     def __post_init__(self) -> None:
         _check_choice("audio backbone_type", self.backbone_type, AUDIO_BACKBONES)
+        if self.num_mel_bins is None:
+            self.num_mel_bins = 128 if self.backbone_type == "beats" else 80
+        if self.audio_seq_len is None:
+            self.audio_seq_len = max(1, self.encoder_seq_len // 2)
         _check_heads("audio tower", self.hidden_size, self.num_attention_heads)
         if self.backbone_type == "beats" and self.num_mel_bins % self.beats_patch_size != 0:
             raise ValueError(

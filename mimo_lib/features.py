@@ -104,3 +104,73 @@ def log_mel_spectrogram(
     peak = log_mel.amax(dim=(-2, -1), keepdim=True)
     log_mel = torch.maximum(log_mel, peak - 8.0)
     return (log_mel + 4.0) / 4.0
+
+
+# BEATs normalises its fbank with fixed statistics measured on AudioSet, and
+# divides by *twice* the standard deviation, so features land roughly in [-1, 1].
+BEATS_FBANK_MEAN = 15.41663
+BEATS_FBANK_STD = 6.55582
+KALDI_FRAME_LENGTH_MS = 25.0  # window length
+KALDI_FRAME_SHIFT_MS = 10.0  # hop: 100 frames per second, like Whisper's log-mel
+
+
+def kaldi_fbank(
+    waveform: torch.Tensor,
+    sample_rate: int = 16_000,
+    num_mel_bins: int = 128,
+    num_frames: int | None = None,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """BEATs-style Kaldi filter-bank features.
+
+    The front end of BEATs (and AST, and many speech models trained with
+    Kaldi): ``torchaudio.compliance.kaldi.fbank`` on the waveform scaled to
+    16-bit integer range (times ``2**15``), a 25 ms Povey window every 10 ms,
+    log mel energies. Then, if ``normalize``, BEATs' fixed normalisation
+    ``(fbank - 15.41663) / (2 * 6.55582)``.
+
+    Kaldi does not centre its frames: ``N`` samples give ``(N - win) // hop + 1``
+    frames (98 for one second). So that both feature types have one column per
+    10 ms, the waveform is zero-padded at the end until there are exactly
+    ``num_frames`` frames (as if the clip went on in silence), and cropped if
+    there are more. Every frame is computed from its own samples only, so the
+    frames that exist without padding are exactly Kaldi's.
+
+    Args:
+        waveform: ``(..., N)`` mono audio in [-1, 1]; every row is processed on its own.
+        num_frames: frames to return; default ``N // hop``, the same count as :func:`log_mel_spectrogram`.
+        normalize: apply BEATs' mean/std normalisation (False gives Kaldi's raw log energies).
+    Returns:
+        ``(..., num_mel_bins, num_frames)``.
+    """
+    import torchaudio.compliance.kaldi as kaldi  # imported here: only BEATs-style towers need it
+
+    hop = int(round(sample_rate * KALDI_FRAME_SHIFT_MS / 1000))  # 160 samples at 16 kHz
+    win = int(round(sample_rate * KALDI_FRAME_LENGTH_MS / 1000))  # 400 samples at 16 kHz
+    *lead, length = waveform.shape
+    if num_frames is None:
+        num_frames = length // hop
+    if num_frames < 1:
+        raise ValueError(
+            f"waveform of {length} samples is too short for one {KALDI_FRAME_SHIFT_MS:g} ms fbank frame "
+            f"({hop} samples at {sample_rate} Hz)"
+        )
+    needed = (num_frames - 1) * hop + win  # samples for exactly num_frames uncentred frames
+    rows = waveform.reshape(-1, length).float() * 2**15  # (R, N), 16-bit integer scale as BEATs
+    if length < needed:
+        rows = torch.nn.functional.pad(rows, (0, needed - length))  # (R, needed)
+    out = []
+    for row in rows:  # kaldi.fbank reads a single channel, so batch by looping over rows
+        fbank = kaldi.fbank(
+            row[None],  # (1, N): one channel
+            num_mel_bins=num_mel_bins,
+            sample_frequency=sample_rate,
+            frame_length=KALDI_FRAME_LENGTH_MS,
+            frame_shift=KALDI_FRAME_SHIFT_MS,
+            dither=0.0,
+        )  # (frames, num_mel_bins)
+        out.append(fbank[:num_frames].T)  # (num_mel_bins, num_frames)
+    fbank = torch.stack(out).reshape(*lead, num_mel_bins, num_frames)  # (..., num_mel_bins, num_frames)
+    if normalize:
+        fbank = (fbank - BEATS_FBANK_MEAN) / (2 * BEATS_FBANK_STD)
+    return fbank

@@ -1,0 +1,472 @@
+"""The audio tower: a waveform in, ``audio_seq_len`` feature vectors out.
+
+Megatron-LM's llava_avlm example hears through Whisper's encoder. This file
+builds that encoder (and a BEATs-style one) from scratch, at any size, plus a
+wrapper that runs a real Whisper checkpoint from Hugging Face ``transformers``.
+Every tower has the same three steps::
+
+    waveform (B, N)                              N = config.num_samples (1 s at 16 kHz = 16000)
+      -> features  (B, num_mel_bins, frames)     one column per 10 ms (100 for 1 s)
+      -> encode    (B, encoder_seq_len, D)       a transformer over time (and frequency, for BEATs)
+      -> pool      (B, audio_seq_len, D)         average neighbouring positions, then LayerNorm
+
+``backbone_type`` picks the encoder:
+
+* ``"whisper"``: Whisper's front end. 80 log-mel bins; two 1-D convolutions
+  over time, the second with stride 2 (so 50 positions per second); fixed
+  sinusoidal positions, as Whisper (the encoder then works at any clip length
+  it was built for, and the positions cost no parameters); pre-norm
+  transformer blocks; a final LayerNorm.
+* ``"beats"``: BEATs' front end. 128 Kaldi fbank bins, seen as a one-channel
+  image of ``(frequency, time)``; cut into ``16 x 16`` patches by a strided
+  ``Conv2d`` (exactly as a ViT cuts an image); learned positions; pre-norm
+  transformer blocks; a final LayerNorm. The time axis is padded up to whole
+  patches (100 frames -> 112: 7 patches of 160 ms each).
+* ``"hf-whisper"``: :class:`HFWhisperAudioTower`, a pretrained Whisper encoder
+  from a local ``save_pretrained`` folder.
+
+**BEATs patch order is time-major**: position ``t * F + f`` holds frequency
+patch ``f`` of time step ``t`` (``F = num_mel_bins / patch`` = 8 patches per
+step). BEATs orders them the same way. It matters for pooling: neighbouring
+positions are then the same moment in time, so averaging ``pool_factor``
+neighbours never mixes distant moments. With ``pool_factor`` a multiple of
+``F`` each audio token is whole time steps (every frequency); with a smaller
+one it is a band of frequencies within one time step. (Frequency-major order
+would make each token a frequency band over the *whole* clip, and the
+language model could no longer tell what happened when.)
+
+**Pooling** (:func:`pool_sequence`) averages ``pool_factor =
+encoder_seq_len / audio_seq_len`` consecutive positions into each token, so
+``--audio-seq-len`` trades detail for decoder positions without changing the
+encoder. The config checks that it divides ``encoder_seq_len``.
+
+**Input length**: a ``(B, N)`` batch (or one ``(N,)`` clip) at
+``config.sample_rate`` is cropped or zero-padded at the end to
+``config.num_samples``, the same rule as the dataset's
+``mimo_lib.data.dataset.fit_audio_length``. Clips longer than
+``clip_duration_s`` therefore lose their end.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mimo_lib.config import AudioTowerConfig
+from mimo_lib.features import kaldi_fbank, log_mel_spectrogram
+
+FEATURE_WINDOW_S = 0.025  # 25 ms analysis window (400 samples at 16 kHz)
+FEATURE_HOP_S = 0.010  # 10 ms hop (160 samples at 16 kHz): 100 frames per second
+WHISPER_SAMPLE_RATE = 16_000  # every Whisper checkpoint was trained on 16 kHz audio
+
+# --------------------------------------------------------------------------- #
+# Small helpers: fitting the waveform, positions, pooling
+# --------------------------------------------------------------------------- #
+
+
+def fit_waveform(waveform: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Crop or zero-pad audio at the end to exactly ``num_samples``.
+
+    Args:
+        waveform: ``(N,)`` one clip or ``(B, N)`` a batch.
+    Returns:
+        ``(B, num_samples)`` float (``B = 1`` for a 1-D input). Row by row this
+        is ``mimo_lib.data.dataset.fit_audio_length``.
+    """
+    if waveform.dim() == 1:
+        waveform = waveform[None]  # (1, N)
+    if waveform.dim() != 2:
+        raise ValueError(
+            f"audio must be (N,) or (B, N) mono samples, got shape {tuple(waveform.shape)}; "
+            "mix channels down (e.g. waveform.mean(dim=1)) before the audio tower"
+        )
+    length = waveform.shape[-1]
+    if length >= num_samples:
+        return waveform[:, :num_samples].float()  # (B, num_samples)
+    return F.pad(waveform.float(), (0, num_samples - length))  # (B, num_samples)
+
+
+def sinusoidal_positions(length: int, dim: int, max_timescale: float = 10_000.0) -> torch.Tensor:
+    """Whisper's fixed position code: ``dim / 2`` sines then ``dim / 2`` cosines.
+
+    Channel ``i`` of each half turns at the rate ``max_timescale ** (-i / (dim/2 - 1))``
+    (from 1 radian per position down to ``1 / max_timescale``). Returns ``(length, dim)``.
+    """
+    if dim % 2 != 0:
+        raise ValueError(f"sinusoidal positions need an even hidden_size, got {dim}")
+    half = dim // 2
+    rates = torch.exp(-math.log(max_timescale) * torch.arange(half) / max(half - 1, 1))  # (dim/2,)
+    angles = torch.arange(length)[:, None] * rates[None, :]  # (length, dim/2)
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)  # (length, dim)
+
+
+def pool_sequence(x: torch.Tensor, audio_seq_len: int) -> torch.Tensor:
+    """Average each run of ``S / audio_seq_len`` consecutive positions into one token.
+
+    Token ``i`` is the mean of positions ``i * k .. (i + 1) * k - 1`` (``k = S / audio_seq_len``),
+    and of nothing else.
+
+    Args:
+        x: ``(B, S, D)`` encoder states.
+    Returns:
+        ``(B, audio_seq_len, D)``.
+    """
+    batch, length, dim = x.shape
+    if audio_seq_len < 1 or length % audio_seq_len != 0:
+        raise ValueError(
+            f"cannot pool {length} encoder positions into {audio_seq_len} audio tokens: "
+            f"--audio-seq-len must divide {length}"
+        )
+    k = length // audio_seq_len
+    return x.reshape(batch, audio_seq_len, k, dim).mean(dim=2)  # (B, audio_seq_len, D)
+
+
+# --------------------------------------------------------------------------- #
+# The transformer block (pre-norm, bidirectional)
+# --------------------------------------------------------------------------- #
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the whole clip (no causal mask: an encoder sees past and future)."""
+
+    def __init__(self, hidden_size: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = x.shape  # (B, S, D)
+        qkv = self.qkv(x).reshape(batch, length, 3, self.num_heads, dim // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, S, head_dim)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=False)  # (B, heads, S, head_dim)
+        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))  # (B, S, D)
+
+
+class MLP(nn.Module):
+    """Linear -> GELU -> Linear, as Whisper and BEATs."""
+
+    def __init__(self, hidden_size: int, ffn_hidden_size: int):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, ffn_hidden_size)
+        self.fc2 = nn.Linear(ffn_hidden_size, hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))  # (B, S, D)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
+
+    def __init__(self, config: AudioTowerConfig):
+        super().__init__()
+        d, eps = config.hidden_size, config.layernorm_epsilon
+        self.norm1 = nn.LayerNorm(d, eps=eps)
+        self.attn = SelfAttention(d, config.num_attention_heads)
+        self.norm2 = nn.LayerNorm(d, eps=eps)
+        self.mlp = MLP(d, config.ffn_hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))  # (B, S, D)
+        return x + self.mlp(self.norm2(x))  # (B, S, D)
+
+
+# --------------------------------------------------------------------------- #
+# The two front ends: features -> (B, encoder_seq_len, D)
+# --------------------------------------------------------------------------- #
+
+
+class WhisperStem(nn.Module):
+    """Whisper's convolutional stem plus fixed sinusoidal positions.
+
+    ``Conv1d(n_mels, D, 3, padding=1) -> GELU -> Conv1d(D, D, 3, stride=2, padding=1) -> GELU``:
+    the stride halves the 100 frames per second to 50 positions per second.
+    """
+
+    def __init__(self, config: AudioTowerConfig):
+        super().__init__()
+        d = config.hidden_size
+        self.seq_len = config.encoder_seq_len
+        self.conv1 = nn.Conv1d(config.num_mel_bins, d, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
+        # a buffer, not a parameter: fixed, and not saved (it is recomputed from the config)
+        self.register_buffer("positions", sinusoidal_positions(self.seq_len, d), persistent=False)  # (S, D)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.conv1(features))  # (B, D, frames)
+        x = F.gelu(self.conv2(x))  # (B, D, ceil(frames / 2))
+        # an odd frame count gives one more position than encoder_seq_len (= frames // 2): drop it
+        x = x[:, :, : self.seq_len].transpose(1, 2)  # (B, S, D)
+        return x + self.positions
+
+
+class BEATsPatchEmbedding(nn.Module):
+    """BEATs' front end: the fbank as a one-channel ``(freq, time)`` image, cut into square patches.
+
+    ``Conv2d(1, D, kernel_size=p, stride=p)`` embeds each ``p x p`` patch (a
+    ViT patch embedding), then the grid is read in time-major order (see the
+    module docstring) and learned positions are added.
+    """
+
+    def __init__(self, config: AudioTowerConfig):
+        super().__init__()
+        p, d = config.beats_patch_size, config.hidden_size
+        self.patch_size = p
+        self.time_patches = math.ceil(config.num_feature_frames / p)
+        self.freq_patches = config.num_mel_bins // p
+        self.proj = nn.Conv2d(1, d, kernel_size=p, stride=p)
+        self.positions = nn.Parameter(torch.randn(config.encoder_seq_len, d) * 0.02)  # (S, D)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        frames = features.shape[-1]
+        padded = self.time_patches * self.patch_size
+        # pad time with zeros up to whole patches; after normalisation 0 is BEATs' average level
+        x = F.pad(features, (0, padded - frames))  # (B, n_mels, T_pad)
+        x = self.proj(x[:, None])  # (B, D, freq_patches, time_patches)
+        x = x.permute(0, 3, 2, 1)  # (B, time_patches, freq_patches, D): time-major
+        x = x.reshape(x.shape[0], self.time_patches * self.freq_patches, -1)  # (B, S, D), index t * F + f
+        return x + self.positions
+
+
+# --------------------------------------------------------------------------- #
+# The tower
+# --------------------------------------------------------------------------- #
+
+
+def _check_features(features: torch.Tensor, config: AudioTowerConfig) -> None:
+    expected = (config.num_mel_bins, config.num_feature_frames)
+    if features.dim() != 3 or tuple(features.shape[1:]) != expected:
+        raise ValueError(
+            f"audio features must be (B, num_mel_bins={expected[0]}, frames={expected[1]}) for "
+            f"{config.clip_duration_s:g} s clips, got {tuple(features.shape)}; make them with tower.features(waveform) "
+            "or change num_mel_bins / clip_duration_s in AudioTowerConfig"
+        )
+
+
+class AudioTower(nn.Module):
+    """A Whisper- or BEATs-style audio encoder built from scratch (random initialisation).
+
+    ``forward(waveform)`` returns ``(B, audio_seq_len, hidden_size)``.
+    ``config.pretrained_path`` is not read here: trained weights are loaded by
+    the caller (``MIMOModel.load_towers``).
+    """
+
+    def __init__(self, config: AudioTowerConfig):
+        super().__init__()
+        if config.backbone_type not in ("whisper", "beats"):
+            raise ValueError(
+                f"AudioTower builds backbone_type 'whisper' or 'beats', got {config.backbone_type!r}; "
+                "use build_audio_tower(config) for 'hf-whisper'"
+            )
+        self.config = config
+        self.output_size = config.hidden_size
+        self.embed = WhisperStem(config) if config.backbone_type == "whisper" else BEATsPatchEmbedding(config)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.num_layers)])
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon)
+        self.output_norm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon) if config.normalize_output else nn.Identity()
+        )
+
+    def features(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, N)`` or ``(N,)`` audio -> ``(B, num_mel_bins, num_feature_frames)``: log-mel or fbank."""
+        return audio_features(waveform, self.config)
+
+    def encode_features(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, num_mel_bins, num_feature_frames)`` -> ``(B, encoder_seq_len, D)``."""
+        _check_features(features, self.config)
+        x = self.embed(features)  # (B, S, D)
+        for block in self.blocks:
+            x = block(x)  # (B, S, D)
+        return self.norm(x)
+
+    def encode(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, N)`` audio -> ``(B, encoder_seq_len, D)``, before pooling."""
+        return self.encode_features(self.features(waveform))
+
+    def pool(self, states: torch.Tensor) -> torch.Tensor:
+        """``(B, encoder_seq_len, D)`` -> ``(B, audio_seq_len, D)``: average neighbours, then LayerNorm."""
+        return self.output_norm(pool_sequence(states, self.config.audio_seq_len))
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, N)`` or ``(N,)`` audio -> ``(B, audio_seq_len, D)``."""
+        return self.pool(self.encode(waveform))
+
+
+def audio_features(waveform: torch.Tensor, config: AudioTowerConfig) -> torch.Tensor:
+    """The tower's input features for ``config``: ``(B, num_mel_bins, num_feature_frames)``.
+
+    Log-mel (Whisper) for ``whisper`` / ``hf-whisper``, BEATs-normalised Kaldi
+    fbank for ``beats``. The waveform is first fitted to ``config.num_samples``
+    (:func:`fit_waveform`).
+    """
+    wave = fit_waveform(waveform, config.num_samples)  # (B, num_samples)
+    frames = config.num_feature_frames
+    if config.backbone_type == "beats":
+        return kaldi_fbank(wave, config.sample_rate, config.num_mel_bins, num_frames=frames)  # (B, n_mels, frames)
+    hop = int(round(config.sample_rate * FEATURE_HOP_S))
+    # log_mel_spectrogram gives N // hop frames: make N exactly frames * hop
+    wave = fit_waveform(wave, frames * hop)  # (B, frames * hop)
+    window = int(round(config.sample_rate * FEATURE_WINDOW_S))
+    return log_mel_spectrogram(wave, config.sample_rate, config.num_mel_bins, window, hop)  # (B, n_mels, frames)
+
+
+# --------------------------------------------------------------------------- #
+# A pretrained Whisper encoder from transformers
+# --------------------------------------------------------------------------- #
+
+
+class HFWhisperAudioTower(nn.Module):
+    """A pretrained Whisper encoder (``transformers``), with the same API as :class:`AudioTower`.
+
+    Loads ``WhisperModel.from_pretrained(config.pretrained_path)`` from a
+    **local folder only** (nothing is downloaded) and keeps its encoder.
+
+    Whisper's encoder only accepts 30 s of features (``2 * max_source_positions``
+    frames, 3000): it was trained on 30 s windows, short clips zero-padded. So
+    :meth:`encode` pads the clip's features with the value that silence has in
+    Whisper's log-mel (the clip's floor, 8 decades below its loudest value,
+    i.e. ``max - 2`` after scaling), runs the encoder, and keeps the first
+    ``encoder_seq_len`` positions: those that correspond to the real clip (one
+    position per 20 ms). Attention still sees the padding, as it did in
+    training. The pooling and output LayerNorm after it are new (random) layers.
+    """
+
+    def __init__(self, config: AudioTowerConfig):
+        super().__init__()
+        if config.backbone_type != "hf-whisper":
+            raise ValueError(f"HFWhisperAudioTower needs backbone_type 'hf-whisper', got {config.backbone_type!r}")
+        try:
+            import transformers
+        except ImportError as error:
+            raise ImportError(
+                'audio backbone_type "hf-whisper" needs the transformers library: pip install -e ".[hf]"'
+            ) from error
+        folder = _local_checkpoint_folder(config.pretrained_path)
+        hf_config = transformers.WhisperConfig.from_pretrained(folder, local_files_only=True)
+        _check_against_checkpoint(config, hf_config, folder)
+        model = transformers.WhisperModel.from_pretrained(folder, local_files_only=True)
+        self.encoder = model.get_encoder().float()  # the decoder is dropped with `model`
+        self.config = config
+        self.output_size = hf_config.d_model
+        self.input_frames = 2 * hf_config.max_source_positions  # 3000 for every released Whisper
+        self.output_norm = (
+            nn.LayerNorm(self.output_size, eps=config.layernorm_epsilon) if config.normalize_output else nn.Identity()
+        )
+
+    def features(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, N)`` or ``(N,)`` audio -> ``(B, num_mel_bins, num_feature_frames)`` Whisper log-mel."""
+        return audio_features(waveform, self.config)
+
+    def pad_features(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, n_mels, frames)`` -> ``(B, n_mels, 2 * max_source_positions)``, padded with each clip's silence."""
+        silence = features.amax(dim=(-2, -1), keepdim=True) - 2.0  # (B, 1, 1): the log-mel floor
+        pad = silence.expand(-1, features.shape[1], self.input_frames - features.shape[-1])  # (B, n_mels, pad)
+        return torch.cat([features, pad], dim=-1)  # (B, n_mels, input_frames)
+
+    def encode_features(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, num_mel_bins, num_feature_frames)`` -> ``(B, encoder_seq_len, D)``."""
+        _check_features(features, self.config)
+        states = self.encoder(input_features=self.pad_features(features)).last_hidden_state  # (B, 1500, D)
+        return states[:, : self.config.encoder_seq_len]  # (B, S, D): the positions of the real clip
+
+    def encode(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, N)`` audio -> ``(B, encoder_seq_len, D)``, before pooling."""
+        return self.encode_features(self.features(waveform))
+
+    def pool(self, states: torch.Tensor) -> torch.Tensor:
+        """``(B, encoder_seq_len, D)`` -> ``(B, audio_seq_len, D)``."""
+        return self.output_norm(pool_sequence(states, self.config.audio_seq_len))
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, N)`` or ``(N,)`` audio -> ``(B, audio_seq_len, D)``."""
+        return self.pool(self.encode(waveform))
+
+
+def _local_checkpoint_folder(path: str | None) -> Path:
+    if path is None:
+        raise ValueError(
+            'audio backbone_type "hf-whisper" needs pretrained_path: a local folder written by '
+            "WhisperModel.save_pretrained (or WhisperForConditionalGeneration's); nothing is downloaded"
+        )
+    folder = Path(path).expanduser()
+    if not folder.is_dir() or not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"hf-whisper pretrained_path {str(path)!r} is not a local folder with a config.json. "
+            "Only local checkpoints are loaded (a hub name such as 'openai/whisper-base' is not fetched): "
+            "download the model elsewhere, save_pretrained it into a folder, and point pretrained_path there"
+        )
+    return folder
+
+
+def _check_against_checkpoint(config: AudioTowerConfig, hf_config, folder: Path) -> None:
+    """The fields of ``AudioTowerConfig`` that must agree with the checkpoint's ``config.json``."""
+    if getattr(hf_config, "model_type", None) != "whisper":
+        raise ValueError(f"{folder} holds a {hf_config.model_type!r} model, not a Whisper checkpoint")
+    problems = []
+    if config.num_mel_bins != hf_config.num_mel_bins:
+        problems.append(f"num_mel_bins={hf_config.num_mel_bins} (config has {config.num_mel_bins})")
+    if config.hidden_size != hf_config.d_model:
+        problems.append(f"hidden_size={hf_config.d_model} (config has {config.hidden_size})")
+    if config.sample_rate != WHISPER_SAMPLE_RATE:
+        problems.append(f"sample_rate={WHISPER_SAMPLE_RATE} (config has {config.sample_rate})")
+    if config.encoder_seq_len > hf_config.max_source_positions:
+        longest = hf_config.max_source_positions * 2 / 100
+        problems.append(f"clip_duration_s <= {longest:g} (config has {config.clip_duration_s:g})")
+    if problems:
+        raise ValueError(
+            f"AudioTowerConfig does not match the Whisper checkpoint in {folder}: set " + ", ".join(problems)
+        )
+
+
+# --------------------------------------------------------------------------- #
+# Building and counting
+# --------------------------------------------------------------------------- #
+
+
+def build_audio_tower(config: AudioTowerConfig) -> nn.Module:
+    """The tower for ``config.backbone_type``: :class:`AudioTower` or :class:`HFWhisperAudioTower`."""
+    if config.backbone_type == "hf-whisper":
+        return HFWhisperAudioTower(config)
+    return AudioTower(config)
+
+
+def audio_tower_num_parameters(config: AudioTowerConfig) -> int:
+    """Parameters of :class:`AudioTower` for ``config``, in closed form (no tensors are made).
+
+    With ``D = hidden_size``, ``H = ffn_hidden_size``, ``M = num_mel_bins``, ``L = num_layers``::
+
+        block   = 4 D^2 + 4 D        attention: qkv (3 D^2 + 3 D) and proj (D^2 + D)
+                + 2 D H + H + D      MLP: fc1 (D H + H) and fc2 (H D + D)
+                + 4 D                two LayerNorms
+        whisper stem = 3 M D + D  +  3 D^2 + D          two convolutions (sinusoids are not parameters)
+        beats stem   = p^2 D + D  +  S D                patch Conv2d and learned positions (S = encoder_seq_len)
+        total = stem + L * block + 2 D (final LayerNorm) + 2 D (output LayerNorm, if normalize_output)
+    """
+    if config.backbone_type not in ("whisper", "beats"):
+        raise ValueError(
+            f"no closed form for backbone_type {config.backbone_type!r}: its size is the checkpoint's; "
+            "count sum(p.numel() for p in build_audio_tower(config).parameters())"
+        )
+    d, h, m, p = config.hidden_size, config.ffn_hidden_size, config.num_mel_bins, config.beats_patch_size
+    block = (4 * d * d + 4 * d) + (2 * d * h + h + d) + 4 * d
+    if config.backbone_type == "whisper":
+        stem = (3 * m * d + d) + (3 * d * d + d)
+    else:
+        stem = (p * p * d + d) + config.encoder_seq_len * d
+    return stem + config.num_layers * block + 2 * d + (2 * d if config.normalize_output else 0)
+
+
+__all__ = [
+    "AudioTower",
+    "HFWhisperAudioTower",
+    "audio_features",
+    "audio_tower_num_parameters",
+    "build_audio_tower",
+    "fit_waveform",
+    "pool_sequence",
+    "sinusoidal_positions",
+]

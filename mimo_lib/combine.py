@@ -1,0 +1,387 @@
+"""The zipper: one decoder input from text with placeholders and the tokens of each modality.
+
+After the tokenizer, a prompt is a row of ids in which each clip is a single
+placeholder::
+
+    input_ids   <bos> User :  <video> \\n <audio> \\n What ... Assistant : That is a flute . <eos>
+    labels       -100 -100 -100  -100  ... -100 ...                      That is a flute . <eos>
+
+and after the encoders and projectors each clip is a block of vectors of the
+language model's width ``D``: ``(tokens_per_item, D)``, say 128 for a video and
+25 for an audio clip. :func:`combine_multimodal_inputs` zips the two together:
+every placeholder row is replaced by its clip's block, the text around it keeps
+its order, and the batch is padded again, now to the longest *combined* length::
+
+    embeddings   e(<bos>) e(User) e(:) v0 v1 ... v127 e(\\n) a0 ... a24 e(\\n) e(What) ...
+    modality_map   TEXT    TEXT  TEXT  VIDEO  x128    TEXT  AUDIO x25  TEXT   TEXT   ...
+    labels         -100    -100  -100  -100   x128    -100  -100  x25  -100   -100   ... That is ...
+
+**How, without a loop over tokens.** Give every input token a *length*: 1 for
+a text token, ``tokens_per_item`` for a placeholder, 0 for padding. The running
+sum of the lengths along the row (``cumsum``) is where each token's block
+*ends* in the combined row; minus its own length, where it *starts*. With these
+destination indices the text rows and the modality rows are each copied into
+place with one indexing assignment (a scatter); nothing is moved token by token.
+
+**Which clip goes where.** Each modality's items come as one tensor
+``(num_items, tokens_per_item, D)`` holding one item per placeholder
+*occurrence* in the batch, in batch-then-sequence order: all placeholders of
+sample 0 from left to right, then those of sample 1, and so on. That is the
+row-major order of ``torch.nonzero`` and the order in which megatron-core's
+``MimoModel.align_embeddings_by_token_positions`` fills its ``masked_scatter``,
+so a batch built here lines up with Megatron's. (Megatron expects the ids
+already expanded, one placeholder id per modality token;
+:attr:`CombinedInputs.input_ids` is exactly that expanded row.)
+
+**Loss only on answers.** The labels keep the text labels (the answer tokens
+and ``<eos>``; the prompt already holds ``ignore_index``) and put
+``ignore_index`` on every modality position and on padding. They are aligned
+with the positions, not shifted: the loss shifts them by one as usual.
+
+**Padding.** Input padding (``attention_mask`` False) may be on either side:
+padding positions are dropped and added back on ``padding_side`` of the
+combined batch, ``"right"`` for training and ``"left"`` for batched
+generation, where every prompt must end at the last column.
+
+**Position ids** count 0, 1, ..., n-1 over the n real positions of a row
+(after left padding too); padding positions get 0. They are only used by
+learned absolute position embeddings or RoPE, and are never read on padding,
+which the attention mask hides.
+
+**Too long.** A combined row longer than ``max_length`` is an error that names
+the sample and breaks its length down, unless ``truncate=True``: then it is cut
+on the right, with a warning, and whatever stood at the end is lost, the
+answer tokens included (and a video cut in the middle keeps only its first
+tokens).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from mimo_lib.errors import MimoInputError
+
+TEXT, VIDEO, AUDIO, PADDING = 0, 1, 2, -1
+"""Values of :attr:`CombinedInputs.modality_map`, one per position."""
+
+MODALITY_NAMES: dict[int, str] = {TEXT: "text", VIDEO: "video", AUDIO: "audio", PADDING: "padding"}
+"""Name of each modality-map value."""
+
+DEFAULT_MODALITY_NAMES: dict[int, str] = {3: "video", 4: "audio"}
+"""Placeholder id -> modality: ``MIMOConfig.video_token_id`` and ``audio_token_id`` (the Tokenizer's ids)."""
+
+_CODE_OF_NAME = {name: code for code, name in MODALITY_NAMES.items() if code not in (TEXT, PADDING)}
+_MAX_LISTED_SAMPLES = 8  # error messages list at most this many samples
+
+
+class CombineError(MimoInputError):
+    """The placeholders in the token ids and the modality embeddings given do not fit together."""
+
+
+@dataclass
+class CombinedInputs:
+    """What the decoder reads, one row per sample, ``S`` = longest combined row of the batch."""
+
+    embeddings: torch.Tensor  # (B, S, D) decoder input: text embeddings and modality tokens, zeros on padding
+    attention_mask: torch.Tensor  # (B, S) bool, True on real positions
+    position_ids: torch.Tensor  # (B, S) long: 0..n-1 over the n real positions, 0 on padding
+    labels: torch.Tensor | None  # (B, S) long: text labels; ignore_index on modality and padding positions
+    modality_map: torch.Tensor  # (B, S) long: TEXT / VIDEO / AUDIO / PADDING per position
+    input_ids: torch.Tensor  # (B, S) long: the expanded ids, each placeholder repeated once per modality token
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """``(B,)`` real positions per row."""
+        return self.attention_mask.sum(dim=1)
+
+
+def _sample_name(sample_ids: Sequence[str] | None, b: int) -> str:
+    return f"sample {sample_ids[b]!r}" if sample_ids is not None else f"sample {b} of the batch"
+
+
+def _list_samples(sample_ids: Sequence[str] | None, entries: Sequence[tuple[int, str]]) -> str:
+    """``"sample 'a': ..., sample 'b': ..."`` from ``(row, text)`` pairs, at most a few of them."""
+    parts = [f"{_sample_name(sample_ids, b)}: {text}" for b, text in entries[:_MAX_LISTED_SAMPLES]]
+    if len(entries) > _MAX_LISTED_SAMPLES:
+        parts.append(f"... and {len(entries) - _MAX_LISTED_SAMPLES} more")
+    return ", ".join(parts)
+
+
+def _check_items(items: torch.Tensor | Sequence[torch.Tensor], label: str, text: torch.Tensor) -> torch.Tensor:
+    """Return ``(num_items, tokens_per_item, D)`` in the text's dtype, or raise a :class:`CombineError`."""
+    width = text.shape[-1]
+    if not isinstance(items, torch.Tensor):
+        items = list(items)
+        if not items:
+            return text.new_zeros(0, 1, width)
+        shapes = [tuple(item.shape) for item in items]
+        if any(len(shape) != 2 for shape in shapes):
+            raise CombineError(f"{label}: each item must be (tokens_per_item, D); got shapes {shapes}")
+        if len({shape[0] for shape in shapes}) > 1:
+            counts = ", ".join(f"item {i}: {shape[0]}" for i, shape in enumerate(shapes[:_MAX_LISTED_SAMPLES]))
+            raise CombineError(
+                f"{label}: items have different numbers of tokens ({counts}); every item of one modality must "
+                "have the same tokens_per_item: give every clip the same frames / duration (the dataset's "
+                "num_frames and audio_duration_s do this)"
+            )
+        items = torch.stack(items)
+    if items.dim() != 3:
+        raise CombineError(
+            f"{label}: expected (num_items, tokens_per_item, D), got shape {tuple(items.shape)}"
+            + ("; for a single item add a leading axis with .unsqueeze(0)" if items.dim() == 2 else "")
+        )
+    if items.shape[-1] != width:
+        raise CombineError(
+            f"{label}: tokens have width D={items.shape[-1]} but the text embeddings have D={width}; "
+            f"project them to the language model's hidden size (ModalityProjector(..., output_size={width}))"
+        )
+    if items.shape[0] > 0 and items.shape[1] < 1:
+        raise CombineError(f"{label}: tokens_per_item is 0; each item must have at least one token")
+    return items.to(dtype=text.dtype)
+
+
+def combine_multimodal_inputs(
+    input_ids: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    modality_embeddings: Mapping[int, torch.Tensor | Sequence[torch.Tensor]],
+    attention_mask: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    pad_token_id: int = 0,
+    ignore_index: int = -100,
+    max_length: int | None = None,
+    truncate: bool = False,
+    padding_side: str = "right",
+    sample_ids: Sequence[str] | None = None,
+    modality_names: Mapping[int, str] | None = None,
+) -> CombinedInputs:
+    """Expand every placeholder into its modality's tokens and build the decoder's input (see the module doc).
+
+    Args:
+        input_ids: ``(B, L)`` token ids with one placeholder id per clip, padded (as ``collate_av_batch`` gives).
+        text_embeddings: ``(B, L, D)`` the language model's word embeddings of ``input_ids``; the rows at
+            placeholders and padding are not used.
+        modality_embeddings: placeholder id -> ``(num_items, tokens_per_item, D)`` (or a list of
+            ``(tokens_per_item, D)``): one item per placeholder occurrence in the batch, in
+            batch-then-sequence order. Cast to the text embeddings' dtype.
+        attention_mask: ``(B, L)`` True on real tokens. Default: ``input_ids != pad_token_id``, which is
+            wrong only if ``<pad>`` appears inside a sample (a conversation that literally holds the text
+            ``"<pad>"``); pass the collate's mask to be safe.
+        labels: ``(B, L)`` with ``ignore_index`` on the prompt; optional.
+        pad_token_id: id written on padding positions of :attr:`CombinedInputs.input_ids`.
+        ignore_index: label value the loss skips.
+        max_length: longest combined row allowed (the decoder's ``max_sequence_length``); ``None``: no limit.
+        truncate: cut longer rows to ``max_length`` on the right (with a warning) instead of raising.
+        padding_side: ``"right"`` (training) or ``"left"`` (batched generation).
+        sample_ids: names of the samples for error messages (the batch's ``"id"`` list).
+        modality_names: placeholder id -> ``"video"`` / ``"audio"``; default :data:`DEFAULT_MODALITY_NAMES`.
+            An id named here that appears in ``input_ids`` but has no embeddings is an error.
+
+    Returns:
+        :class:`CombinedInputs` with rows of ``S`` = the longest combined length in the batch.
+
+    Raises:
+        CombineError: (a ``ValueError``) with the sample's name, when placeholders and items do not match,
+            a row is longer than ``max_length``, or the shapes do not fit.
+    """
+    # ------------------------------------------------------------------ check the arguments
+    if input_ids.dim() != 2:
+        raise CombineError(f"input_ids must be (B, L), got shape {tuple(input_ids.shape)}")
+    if input_ids.is_floating_point() or input_ids.is_complex():
+        raise CombineError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+    batch, length = input_ids.shape
+    if text_embeddings.dim() != 3 or text_embeddings.shape[:2] != (batch, length):
+        raise CombineError(
+            f"text_embeddings must be (B, L, D) = ({batch}, {length}, D) like input_ids, "
+            f"got shape {tuple(text_embeddings.shape)}"
+        )
+    width = text_embeddings.shape[2]
+    if attention_mask is None:
+        attention_mask = input_ids != pad_token_id  # (B, L)
+    elif attention_mask.shape != input_ids.shape:
+        raise CombineError(
+            f"attention_mask must be (B, L) = {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}"
+        )
+    real = attention_mask.to(torch.bool)  # (B, L)
+    if labels is not None and labels.shape != input_ids.shape:
+        raise CombineError(f"labels must be (B, L) = {tuple(input_ids.shape)}, got {tuple(labels.shape)}")
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be at least 1 (got {max_length})")
+    if truncate and max_length is None:
+        raise ValueError("truncate=True needs a max_length to truncate to")
+    if sample_ids is not None:
+        sample_ids = list(sample_ids)
+        if len(sample_ids) != batch:
+            raise ValueError(f"{len(sample_ids)} sample_ids given for a batch of {batch}")
+    names = dict(DEFAULT_MODALITY_NAMES if modality_names is None else modality_names)
+    for token_id, name in names.items():
+        if name not in _CODE_OF_NAME:
+            raise ValueError(f"modality_names[{token_id}] = {name!r}: must be one of {sorted(_CODE_OF_NAME)}")
+
+    def describe(token_id: int) -> str:
+        return f"<{names[token_id]}> (id {token_id})" if token_id in names else f"placeholder id {token_id}"
+
+    # A placeholder in the text with nothing to fill it would silently be read as a word: refuse.
+    for token_id in names:
+        if token_id in modality_embeddings:
+            continue
+        present = ((input_ids == token_id) & real).sum(dim=1)  # (B,)
+        found = [(b, str(n)) for b, n in enumerate(present.tolist()) if n > 0]
+        if found:
+            raise CombineError(
+                f"the text holds {describe(token_id)} placeholders ({_list_samples(sample_ids, found)}) "
+                f"but no {names[token_id]} embeddings were given; "
+                f"pass modality_embeddings={{{token_id}: ...}} or remove the placeholder from the prompt"
+            )
+
+    items: dict[int, torch.Tensor] = {}
+    for token_id, given in modality_embeddings.items():
+        if token_id not in names:
+            raise ValueError(
+                f"placeholder id {token_id} has no modality name: pass modality_names={{{token_id}: 'video'}} "
+                "(or 'audio')"
+            )
+        if token_id == pad_token_id:
+            raise ValueError(f"placeholder id {token_id} is the pad_token_id; a placeholder must be its own token")
+        items[token_id] = _check_items(given, f"{names[token_id]} embeddings for {describe(token_id)}", text_embeddings)
+
+    # ------------------------------------------------------------------ step 1: a length per input token
+    token_length = real.long()  # (B, L): 1 for a real token, 0 for padding
+    token_modality = torch.where(real, TEXT, PADDING)  # (B, L)
+    placeholders: dict[int, torch.Tensor] = {}  # token id -> (B, L) bool
+    counts: dict[int, torch.Tensor] = {}  # token id -> (B,) placeholders per sample
+    for token_id, item in items.items():
+        num_items, tokens_per_item, _ = item.shape
+        is_placeholder = (input_ids == token_id) & real  # (B, L)
+        per_sample = is_placeholder.sum(dim=1)  # (B,)
+        total = int(per_sample.sum())
+        if total == 0 and num_items > 0:
+            raise CombineError(
+                f"{num_items} {names[token_id]} item(s) given but no sample in the batch has a "
+                f"{describe(token_id)} placeholder; add the placeholder to the prompts or drop the embeddings"
+            )
+        if total != num_items:
+            raise CombineError(
+                f"the batch has {total} {describe(token_id)} placeholder(s) "
+                f"({_list_samples(sample_ids, list(enumerate(map(str, per_sample.tolist()))))}) "
+                f"but {num_items} {names[token_id]} item(s) were given; give exactly one item per placeholder, "
+                "in batch-then-sequence order (encode only the clips whose prompt has the placeholder), "
+                "or fix the prompts"
+            )
+        placeholders[token_id] = is_placeholder
+        counts[token_id] = per_sample
+        token_length = token_length.masked_fill(is_placeholder, tokens_per_item)
+        token_modality = token_modality.masked_fill(is_placeholder, _CODE_OF_NAME[names[token_id]])
+
+    # ------------------------------------------------------------------ step 2: where each block starts
+    block_end = token_length.cumsum(dim=1)  # (B, L): one past the last combined position of each token
+    block_start = block_end - token_length  # (B, L): its first combined position
+    full_length = token_length.sum(dim=1)  # (B,) combined length of each row
+
+    # ------------------------------------------------------------------ step 3: too long?
+    longest = int(full_length.max()) if batch > 0 else 0
+    seq_len = longest
+    if max_length is not None and longest > max_length:
+        too_long = (full_length > max_length).nonzero().flatten().tolist()
+        num_text = (token_modality == TEXT).sum(dim=1)  # (B,)
+
+        def breakdown(b: int) -> str:
+            parts = [f"{int(num_text[b])} text"]
+            parts += [f"{int(counts[t][b])} <{names[t]}> x {items[t].shape[1]}" for t in items if int(counts[t][b]) > 0]
+            return f"{int(full_length[b])} positions ({' + '.join(parts)})"
+
+        listed = _list_samples(sample_ids, [(b, breakdown(b)) for b in too_long])
+        if not truncate:
+            raise CombineError(
+                f"{listed}: longer than max_length={max_length} after expanding the placeholders. Shorten the "
+                "conversation, use fewer modality tokens (token compression, fewer frames, a shorter "
+                "audio_seq_len), raise max_length, or pass truncate=True to cut on the right (answer tokens "
+                "at the end are lost)"
+            )
+        seq_len = max_length
+    kept_length = full_length.clamp(max=seq_len)  # (B,)
+    if padding_side == "left":
+        block_start = block_start + (seq_len - kept_length)[:, None]  # shift each row to end at the last column
+
+    # ------------------------------------------------------------------ step 4: scatter text, then modalities
+    embeddings = text_embeddings.new_zeros(batch, seq_len, width)  # (B, S, D)
+    out_ids = input_ids.new_full((batch, seq_len), pad_token_id)  # (B, S)
+    modality_map = torch.full((batch, seq_len), PADDING, dtype=torch.long, device=input_ids.device)  # (B, S)
+    out_labels = None
+    if labels is not None:
+        out_labels = labels.new_full((batch, seq_len), ignore_index)  # (B, S)
+
+    rows, cols = (token_modality == TEXT).nonzero(as_tuple=True)  # (N_text,), (N_text,): every text token
+    dest = block_start[rows, cols]  # (N_text,) its combined position
+    keep = dest < seq_len  # False only for tokens truncated away
+    if longest > seq_len:  # only with truncate=True
+        supervised = None if labels is None else labels[rows, cols] != ignore_index  # (N_text,)
+        _warn_truncation(rows, supervised, keep, full_length, seq_len, sample_ids)
+    rows, cols, dest = rows[keep], cols[keep], dest[keep]
+    embeddings[rows, dest] = text_embeddings[rows, cols]
+    out_ids[rows, dest] = input_ids[rows, cols]
+    modality_map[rows, dest] = TEXT
+    if out_labels is not None:
+        out_labels[rows, dest] = labels[rows, cols]
+
+    for token_id, item in items.items():
+        num_items, tokens_per_item, _ = item.shape
+        # nonzero lists positions row-major: batch then sequence, the order the items come in.
+        rows, cols = placeholders[token_id].nonzero(as_tuple=True)  # (num_items,), (num_items,)
+        offsets = torch.arange(tokens_per_item, device=input_ids.device)  # (tokens_per_item,)
+        dest = block_start[rows, cols][:, None] + offsets  # (num_items, tokens_per_item)
+        rows = rows[:, None].expand_as(dest)  # (num_items, tokens_per_item)
+        keep = dest < seq_len
+        embeddings[rows[keep], dest[keep]] = item[keep]  # item[keep]: (kept tokens, D)
+        out_ids[rows[keep], dest[keep]] = token_id
+        modality_map[rows[keep], dest[keep]] = _CODE_OF_NAME[names[token_id]]
+
+    # ------------------------------------------------------------------ step 5: mask and positions
+    columns = torch.arange(seq_len, device=input_ids.device)[None, :]  # (1, S)
+    if padding_side == "right":
+        out_mask = columns < kept_length[:, None]  # (B, S)
+    else:
+        out_mask = columns >= (seq_len - kept_length)[:, None]  # (B, S)
+    position_ids = (out_mask.long().cumsum(dim=1) - 1).masked_fill(~out_mask, 0)  # (B, S)
+
+    return CombinedInputs(
+        embeddings=embeddings,
+        attention_mask=out_mask,
+        position_ids=position_ids,
+        labels=out_labels,
+        modality_map=modality_map,
+        input_ids=out_ids,
+    )
+
+
+def _warn_truncation(
+    rows: torch.Tensor,
+    supervised: torch.Tensor | None,
+    keep: torch.Tensor,
+    full_length: torch.Tensor,
+    seq_len: int,
+    sample_ids: Sequence[str] | None,
+) -> None:
+    """One warning naming every truncated sample and the answer tokens it lost."""
+    truncated = (full_length > seq_len).nonzero().flatten().tolist()
+    lost = None
+    if supervised is not None:
+        lost = torch.bincount(rows[supervised & ~keep], minlength=full_length.shape[0])  # (B,)
+
+    entries = []
+    for b in truncated:
+        text = f"{int(full_length[b])} -> {seq_len} positions"
+        if lost is not None:
+            text += f", {int(lost[b])} answer token(s) lost"
+        entries.append((b, text))
+    warnings.warn(
+        f"combine_multimodal_inputs truncated {len(truncated)} sample(s) to max_length={seq_len} "
+        f"({_list_samples(sample_ids, entries)}); raise max_length or use fewer modality tokens "
+        "to keep whole answers",
+        stacklevel=3,
+    )

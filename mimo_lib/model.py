@@ -1,0 +1,226 @@
+"""The whole MIMO model: towers, projectors, the zipper and the GPT decoder.
+
+    video (B, T, 3, H, W) --vision tower--> (B, Nv, Dv) --vision projector--> (B, Nv', D) --+
+    audio (B, N)          --audio tower---> (B, Na, Da) --audio projector---> (B, Na', D) --+--> combine --> GPT --> logits
+    input_ids (B, L) with <video>/<audio> placeholders --word embeddings--> (B, L, D) ------+
+
+``combine_multimodal_inputs`` puts each modality's tokens where its
+placeholder stands, so the decoder reads one sequence of text, video and
+audio positions. Labels cover the assistant's answers only.
+
+Freezing helpers (:meth:`MIMOModel.set_trainable`) serve the two training
+stages of chapter 7: ``align`` trains only the projectors, ``instruct``
+trains the projectors and the language model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mimo_lib.audio_tower import build_audio_tower
+from mimo_lib.combine import CombinedInputs, combine_multimodal_inputs
+from mimo_lib.config import MIMOConfig
+from mimo_lib.language_model import GPTLanguageModel, generate
+from mimo_lib.projector import ModalityProjector
+from mimo_lib.vision_tower import build_vision_tower
+
+#: The parts of the model, by the names ``set_trainable`` and checkpoints use.
+COMPONENTS = ("vision_tower", "audio_tower", "vision_projector", "audio_projector", "language_model")
+
+
+@dataclass
+class MIMOOutput:
+    logits: torch.Tensor  # (B, S, padded_vocab_size) over the combined sequence
+    loss: torch.Tensor | None  # mean next-token cross-entropy over answer tokens
+    combined: CombinedInputs  # the decoder input and its masks, for inspection and figures
+
+
+class MIMOModel(nn.Module):
+    """Audio-video-language model: ``forward(video, audio, input_ids, labels)`` → logits and loss."""
+
+    def __init__(self, config: MIMOConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.vision_tower = build_vision_tower(config.vision)
+        self.audio_tower = build_audio_tower(config.audio)
+        width = config.language_model.hidden_size
+        self.vision_projector = ModalityProjector(
+            self.vision_tower.output_size, width, config.projector.vision_token_compression, config.projector.projector_type
+        )
+        self.audio_projector = ModalityProjector(
+            self.audio_tower.output_size, width, config.projector.audio_token_compression, config.projector.projector_type
+        )
+        self.language_model = GPTLanguageModel(config.language_model)
+
+    # ------------------------------------------------------------------ encoders
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, H, W) → (B, num_video_tokens, D): tower, then projector."""
+        return self.vision_projector(self.vision_tower(video))
+
+    def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, N) → (B, num_audio_tokens, D): tower, then projector."""
+        return self.audio_projector(self.audio_tower(audio))
+
+    def _modality_items(
+        self, input_ids: torch.Tensor, media: torch.Tensor | None, token_id: int, name: str, encode, sample_ids
+    ) -> torch.Tensor | None:
+        """Encode the media of the samples whose text holds this modality's placeholder.
+
+        A sample has at most one clip per modality, so a sample with one
+        placeholder contributes its own clip; items come out in batch order,
+        which is the order ``combine_multimodal_inputs`` consumes them in.
+        """
+        counts = (input_ids == token_id).sum(dim=1)  # (B,)
+        if counts.max() == 0:
+            return None
+        if counts.max() > 1:
+            row = int(torch.argmax(counts))
+            who = sample_ids[row] if sample_ids else f"sample {row} of the batch"
+            raise ValueError(f"{who}: {int(counts[row])} <{name}> placeholders, but one {name} per sample is supported")
+        if media is None:
+            row = int(torch.nonzero(counts)[0])
+            who = sample_ids[row] if sample_ids else f"sample {row} of the batch"
+            raise ValueError(f"{who}: has a <{name}> placeholder but no {name} was given")
+        rows = torch.nonzero(counts, as_tuple=True)[0]  # samples that use this modality
+        return encode(media[rows])  # (num_items, tokens, D)
+
+    def combine(
+        self,
+        input_ids: torch.Tensor,
+        video: torch.Tensor | None = None,
+        audio: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        padding_side: str = "right",
+        sample_ids=None,
+    ) -> CombinedInputs:
+        """Token ids + media → the decoder's input sequence (see ``combine_multimodal_inputs``)."""
+        c = self.config
+        items = {}
+        video_items = self._modality_items(input_ids, video, c.video_token_id, "video", self.encode_video, sample_ids)
+        audio_items = self._modality_items(input_ids, audio, c.audio_token_id, "audio", self.encode_audio, sample_ids)
+        if video_items is not None:
+            items[c.video_token_id] = video_items
+        if audio_items is not None:
+            items[c.audio_token_id] = audio_items
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
+        return combine_multimodal_inputs(
+            input_ids,
+            self.language_model.embed_tokens(input_ids),
+            items,
+            attention_mask=attention_mask,
+            labels=labels,
+            pad_token_id=c.pad_token_id,
+            ignore_index=c.ignore_index,
+            max_length=c.language_model.max_sequence_length,
+            padding_side=padding_side,
+            sample_ids=sample_ids,
+            modality_names={c.video_token_id: "video", c.audio_token_id: "audio"},
+        )
+
+    # ------------------------------------------------------------------ forward and generate
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        video: torch.Tensor | None = None,
+        audio: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        sample_ids=None,
+    ) -> MIMOOutput:
+        """Logits over the combined sequence, and the loss on answer tokens when ``labels`` are given.
+
+        Args:
+            input_ids: (B, L) token ids with ``<video>``/``<audio>`` placeholders, right-padded.
+            video: (B, T, 3, H, W) uint8 frames, or None.
+            audio: (B, N) float waveform at 16 kHz, or None.
+            labels: (B, L) with ``ignore_index`` where no loss is wanted.
+            attention_mask: (B, L) bool, True on real tokens.
+        """
+        combined = self.combine(input_ids, video, audio, attention_mask, labels, sample_ids=sample_ids)
+        out = self.language_model(
+            decoder_input=combined.embeddings,
+            position_ids=combined.position_ids,
+            attention_mask=combined.attention_mask,
+            labels=combined.labels,
+            ignore_index=self.config.ignore_index,
+        )
+        if out.loss is not None and not torch.isfinite(out.loss):
+            raise FloatingPointError(f"non-finite loss {out.loss.item()}: check the learning rate and the inputs")
+        return MIMOOutput(out.logits, out.loss, combined)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        video: torch.Tensor | None = None,
+        audio: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        max_new_tokens: int = 24,
+        eos_token_id: int = 2,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """Answer prompts (from ``build_prompt``); returns new token ids (B, <= max_new_tokens)."""
+        combined = self.combine(input_ids, video, audio, attention_mask, padding_side="left")
+        return generate(
+            self.language_model,
+            combined.embeddings,
+            combined.attention_mask,
+            combined.position_ids,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=eos_token_id,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+            use_cache=use_cache,
+        )
+
+    # ------------------------------------------------------------------ freezing
+
+    def set_trainable(self, **trainable: bool) -> None:
+        """Freeze or unfreeze components by name, e.g. ``set_trainable(vision_tower=False, language_model=True)``.
+
+        Names: ``vision_tower``, ``audio_tower``, ``vision_projector``, ``audio_projector``,
+        ``language_model``, and the shorthands ``towers`` and ``projectors``.
+        """
+        groups = {
+            "towers": ("vision_tower", "audio_tower"),
+            "projectors": ("vision_projector", "audio_projector"),
+        }
+        for name, flag in trainable.items():
+            for component in groups.get(name, (name,)):
+                if component not in COMPONENTS:
+                    raise ValueError(f"unknown component {name!r}; choose from {COMPONENTS + tuple(groups)}")
+                getattr(self, component).requires_grad_(flag)
+
+    def trainable_summary(self) -> dict[str, tuple[int, int]]:
+        """``{component: (trainable parameters, all parameters)}``."""
+        summary = {}
+        for name in COMPONENTS:
+            params = list(getattr(self, name).parameters())
+            summary[name] = (sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
+        return summary
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def load_towers(self, vision_path: str | Path | None = None, audio_path: str | Path | None = None) -> None:
+        """Load pretrained tower weights (safetensors files written by ``mimo_lib.pretrain_towers``)."""
+        from mimo_lib.pretrain_towers import load_tower_weights
+
+        if vision_path is not None:
+            load_tower_weights(self.vision_tower, vision_path, "vision_tower")
+        if audio_path is not None:
+            load_tower_weights(self.audio_tower, audio_path, "audio_tower")

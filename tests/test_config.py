@@ -1,0 +1,69 @@
+"""Configs: presets build, derived sizes add up, bad settings fail early with a reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from mimo_lib.config import (
+    PRESETS,
+    AudioTowerConfig,
+    LanguageModelConfig,
+    MIMOConfig,
+    ProjectorConfig,
+    VisionTowerConfig,
+    get_preset,
+)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_round_trip_through_dict(name):
+    config = get_preset(name)
+    assert MIMOConfig.from_dict(config.to_dict()) == config
+    assert config.language_model.padded_vocab_size % config.language_model.make_vocab_size_divisible_by == 0
+    assert config.language_model.padded_vocab_size >= config.language_model.vocab_size
+
+
+def test_token_counts_of_the_toy_preset():
+    config = get_preset("toy")
+    # 64x64 frames, 8x8 patches -> 8x8 grid, pooled 2x2 -> 16 tokens a frame, 8 frames
+    assert config.vision.tokens_per_frame == 16 and config.num_video_tokens == 128
+    # 1 s -> 100 log-mel frames -> stride 2 -> 50 positions -> pooled to 25
+    assert config.audio.encoder_seq_len == 50 and config.num_audio_tokens == 25
+    compressed = MIMOConfig(projector=ProjectorConfig(vision_token_compression=4, audio_token_compression=5))
+    assert compressed.num_video_tokens == 32 and compressed.num_audio_tokens == 5
+
+
+def test_the_7b_preset_has_the_seed_shape():
+    lm = get_preset("llava-avlm-7b").language_model
+    assert (lm.num_layers, lm.hidden_size, lm.num_attention_heads) == (32, 4096, 32)
+
+
+def test_backbone_defaults_fit_their_encoder():
+    beats = AudioTowerConfig(backbone_type="beats")
+    assert beats.num_mel_bins == 128 and beats.encoder_seq_len == 56 and beats.audio_seq_len == 28
+    assert AudioTowerConfig().num_mel_bins == 80
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: LanguageModelConfig(hidden_size=130, num_attention_heads=4), "not divisible by num_attention_heads"),
+        (lambda: VisionTowerConfig(image_size=60, patch_size=8), "not divisible by patch_size"),
+        (lambda: VisionTowerConfig(pool_size=3), "not divisible by pool_size"),
+        (lambda: VisionTowerConfig(pool_size=0), "pool_size must be at least 1"),
+        (lambda: VisionTowerConfig(select_layer=5), "select_layer 5"),
+        (lambda: VisionTowerConfig(backbone_type="resnet"), "not one of"),
+        (lambda: AudioTowerConfig(audio_seq_len=30), r"--audio-seq-len 30 does not fit .*one of \[1, 2, 5, 10, 25, 50\]"),
+        (lambda: AudioTowerConfig(backbone_type="beats", num_mel_bins=100), "not divisible by beats_patch_size"),
+        (lambda: MIMOConfig(projector=ProjectorConfig(audio_token_compression=2)), "must divide audio_seq_len 25"),
+        (lambda: get_preset("huge"), "unknown preset"),
+        (lambda: MIMOConfig.from_dict({"vision": {"num_frame": 8}}), r"unknown vision config fields \['num_frame'\]"),
+    ],
+)
+def test_bad_settings_fail_with_a_reason(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_last_block_can_be_selected():
+    assert VisionTowerConfig(select_layer=4).select_layer == 4
