@@ -101,6 +101,9 @@ class MIMOModel(nn.Module):
     ) -> CombinedInputs:
         """Token ids + media → the decoder's input sequence (see ``combine_multimodal_inputs``)."""
         c = self.config
+        if attention_mask is None:
+            attention_mask = input_ids != c.pad_token_id  # (B, L): without a mask, <pad> ids are padding
+        input_ids = input_ids.masked_fill(~attention_mask, c.pad_token_id)  # placeholders are only counted on real tokens
         items = {}
         video_items = self._modality_items(input_ids, video, c.video_token_id, "video", self.encode_video, sample_ids)
         audio_items = self._modality_items(input_ids, audio, c.audio_token_id, "audio", self.encode_audio, sample_ids)
@@ -108,8 +111,6 @@ class MIMOModel(nn.Module):
             items[c.video_token_id] = video_items
         if audio_items is not None:
             items[c.audio_token_id] = audio_items
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
         return combine_multimodal_inputs(
             input_ids,
             self.language_model.embed_tokens(input_ids),

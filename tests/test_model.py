@@ -135,3 +135,11 @@ def test_parameter_count_matches_the_closed_form(preset):
     assert model.num_parameters() == expected
     if preset == "llava-avlm-7b":
         assert 6.5e9 < expected < 7.5e9, f"{expected / 1e9:.2f} B parameters"
+
+
+def test_padding_is_not_text_when_no_mask_is_given(model, batch):
+    inputs = model_inputs(batch)
+    with_mask = model.combine(inputs["input_ids"], inputs["video"], inputs["audio"], inputs["attention_mask"])
+    without = model.combine(inputs["input_ids"], inputs["video"], inputs["audio"])
+    assert torch.equal(with_mask.attention_mask, without.attention_mask)
+    torch.testing.assert_close(with_mask.embeddings, without.embeddings)
