@@ -263,7 +263,10 @@ class VisionTower(nn.Module):
         d, p = config.hidden_size, config.patch_size
         num_patches = config.grid_size**2
         # a p x p convolution with stride p = one linear layer applied to every flattened patch
-        self.patch_embedding = nn.Conv2d(config.num_channels, d, kernel_size=p, stride=p, bias=False)
+        if config.patch_embedding_type == "conv":
+            self.patch_embedding = ConvStem(config.num_channels, d, p)
+        else:
+            self.patch_embedding = nn.Conv2d(config.num_channels, d, kernel_size=p, stride=p, bias=False)
         self.class_embedding = nn.Parameter(torch.zeros(d))
         self.position_embedding = nn.Parameter(torch.zeros(1 + num_patches, d))  # class token + grid
         self.pre_layrnorm = nn.LayerNorm(d, eps=config.layernorm_epsilon)
@@ -283,7 +286,9 @@ class VisionTower(nn.Module):
         """
         residual_std = INIT_STD / math.sqrt(2 * self.config.num_layers)
         for name, module in self.named_modules():
-            if isinstance(module, (nn.Linear, nn.Conv2d)):
+            if name.startswith("patch_embedding.") and isinstance(module, nn.Conv2d):
+                module.reset_parameters()  # conv stem: PyTorch's fan-in init keeps the signal alive through GELUs
+            elif isinstance(module, (nn.Linear, nn.Conv2d)):
                 std = residual_std if name.endswith(("out_proj", "fc2")) else INIT_STD
                 nn.init.normal_(module.weight, std=std)
                 if module.bias is not None:
@@ -297,7 +302,7 @@ class VisionTower(nn.Module):
 
     def preprocess(self, video: torch.Tensor) -> torch.Tensor:
         """``(B, T, 3, H, W)`` uint8 or [0, 1] float -> ``(B, T, 3, H, W)`` CLIP-normalised floats."""
-        return preprocess_video(video, self.config, self.patch_embedding.weight.dtype)
+        return preprocess_video(video, self.config, self.class_embedding.dtype)
 
     def embed(self, frames: torch.Tensor) -> torch.Tensor:
         """Normalised frames ``(N, 3, H, W)`` -> hidden state 0, ``(N, 1 + patches, D)``."""
@@ -468,6 +473,33 @@ def build_vision_tower(config: VisionTowerConfig) -> nn.Module:
     raise ValueError(f"unknown vision backbone_type {config.backbone_type!r}; choose 'clip' or 'hf-clip'")
 
 
+class ConvStem(nn.Sequential):
+    """A convolutional patch embedding, as in hybrid ViTs ("early convolutions help transformers see").
+
+    ``log2(patch_size)`` 3x3 convolutions of stride 2, GELU between them, widths
+    doubling up to ``hidden_size``: ``(N, 3, H, W) -> (N, D, H/p, W/p)``, the same
+    grid as CLIP's single ``p x p`` convolution, but built from small local
+    filters that learn edges and corners quickly.
+    """
+
+    def __init__(self, in_channels: int, hidden_size: int, patch_size: int) -> None:
+        num_layers = int(math.log2(patch_size))
+        widths = [in_channels] + [max(hidden_size // 2 ** (num_layers - 1 - i), 1) for i in range(num_layers)]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            layers.append(nn.Conv2d(a, b, kernel_size=3, stride=2, padding=1))
+            if i < num_layers - 1:
+                layers.append(nn.GELU())
+        super().__init__(*layers)
+
+
+def conv_stem_num_parameters(in_channels: int, hidden_size: int, patch_size: int) -> int:
+    """Closed form for :class:`ConvStem`: 3x3 kernels plus a bias per output channel."""
+    num_layers = int(math.log2(patch_size))
+    widths = [in_channels] + [max(hidden_size // 2 ** (num_layers - 1 - i), 1) for i in range(num_layers)]
+    return sum(a * b * 9 + b for a, b in zip(widths[:-1], widths[1:]))
+
+
 def vision_tower_num_parameters(config: VisionTowerConfig) -> int:
     """Parameters of the tower, in closed form (no allocation).
 
@@ -475,7 +507,8 @@ def vision_tower_num_parameters(config: VisionTowerConfig) -> int:
     the same layout (and whose shape must match ``config``).
     """
     d, f, c, p = config.hidden_size, config.ffn_hidden_size, config.num_channels, config.patch_size
-    embeddings = c * p * p * d + d + (config.grid_size**2 + 1) * d  # patch conv (no bias), class token, positions
+    patches = conv_stem_num_parameters(c, d, p) if config.patch_embedding_type == "conv" else c * p * p * d
+    embeddings = patches + d + (config.grid_size**2 + 1) * d  # patch embedding, class token, positions
     attention = 4 * (d * d + d)  # q, k, v, out projections with biases
     mlp = d * f + f + f * d + d  # fc1, fc2 with biases
     block = attention + mlp + 2 * (2 * d)  # + two LayerNorms (weight and bias)

@@ -67,3 +67,11 @@ def test_bad_settings_fail_with_a_reason(build, message):
 
 def test_last_block_can_be_selected():
     assert VisionTowerConfig(select_layer=4).select_layer == 4
+
+
+def test_conv_stem_needs_a_power_of_two_patch():
+    assert VisionTowerConfig(patch_embedding_type="conv", patch_size=16).grid_size == 4
+    with pytest.raises(ValueError, match="power of 2"):
+        VisionTowerConfig(patch_embedding_type="conv", image_size=48, patch_size=12)
+    with pytest.raises(ValueError, match="hf-clip checkpoints use CLIP's linear patch embedding"):
+        VisionTowerConfig(backbone_type="hf-clip", patch_embedding_type="conv")

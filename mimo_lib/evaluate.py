@@ -1,0 +1,345 @@
+"""Does the model answer, and does it use its eyes and ears? Exact-match accuracy and ablations.
+
+``python -m mimo_lib.evaluate --load runs/instruct`` asks held-out synthetic
+questions, answers them greedily, and prints the share of answers that are
+exactly right, per question type. Then it asks again with the evidence
+taken away, one modality at a time::
+
+    condition         vision  motion  audio  both  time   all
+    original            0.95    0.80   0.90  0.70  0.60  0.79
+    video zeros         0.30    0.20   0.90  0.50  0.25  0.43   <- vision questions need the video
+    video shuffled      ...                                        (each clip gets another clip's frames)
+    audio zeros         ...
+    audio shuffled      ...
+
+A model that really looks loses its vision and motion accuracy when the video
+is blanked or swapped; one that answers from the question alone (or from
+dataset priors) does not. (The numbers above show the layout, not a measured run.) That is the check a loss curve cannot make.
+
+**Exact match**: the generated tokens up to the first ``<eos>``, decoded and
+stripped, must equal the reference answer (stripped). The answers of the
+synthetic world have one fixed form each, so this is a fair score.
+
+Every turn of a multi-turn conversation is scored, with the conversation so
+far (the reference answers, not the model's) as its context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from mimo_lib.config import MIMOConfig
+from mimo_lib.data.conversation import IGNORE_INDEX, encode_conversation
+from mimo_lib.data.dataset import AVFolderDataset, SyntheticAVDataset, collate_av_batch
+from mimo_lib.data.synthetic import CAPTION_TYPE, QUESTION_TYPES, SyntheticConfig
+from mimo_lib.errors import MimoInputError
+from mimo_lib.model import MIMOModel
+from mimo_lib.tokenizer import Tokenizer
+
+#: Held-out synthetic clips use seed ``training seed + HELD_OUT_SEED_OFFSET`` (sample i: ``[seed, i]``).
+HELD_OUT_SEED_OFFSET = 1_000_003
+UNTYPED = "untyped"  # column for folder samples without a question_type
+ALL = "all"
+
+MediaTransform = Callable[[dict], dict]
+
+
+# --------------------------------------------------------------------------- #
+# Datasets that fit a model
+# --------------------------------------------------------------------------- #
+
+
+def synthetic_config_for(config: MIMOConfig) -> SyntheticConfig:
+    """Render synthetic clips the way the model reads them: its frames, image size, clip length and rate."""
+    return SyntheticConfig(
+        num_frames=config.vision.num_frames,
+        image_size=config.vision.image_size,
+        duration_s=config.audio.clip_duration_s,
+        sample_rate=config.audio.sample_rate,
+    )
+
+
+def build_dataset(
+    data_path: str | Path,
+    config: MIMOConfig,
+    tokenizer: Tokenizer,
+    num_samples: int,
+    seed: int,
+    question_types: Sequence[str] | None = None,
+) -> Dataset:
+    """The data ``config``'s model reads: frames, image size, clip length and sample rate fitted to it.
+
+    ``"synthetic"``: ``num_samples`` clips rendered from ``seed`` (question types cycling through
+    ``question_types``). A folder: all its samples (``num_samples`` and ``seed`` are not used; take the
+    first few for evaluation with :func:`evaluation_subset`).
+    """
+    if str(data_path) == "synthetic":
+        return SyntheticAVDataset(
+            num_samples, seed=seed, config=synthetic_config_for(config),
+            question_types=tuple(question_types or QUESTION_TYPES), tokenizer=tokenizer,
+        )
+    return AVFolderDataset(
+        data_path,
+        num_frames=config.vision.num_frames,
+        image_size=config.vision.image_size,
+        sample_rate=config.audio.sample_rate,
+        audio_duration_s=config.audio.clip_duration_s,
+        tokenizer=tokenizer,
+    )
+
+
+def evaluation_subset(dataset: Dataset, num_samples: int) -> Dataset:
+    """The first ``num_samples`` samples (all if fewer)."""
+    return Subset(dataset, range(min(num_samples, len(dataset))))
+
+
+# --------------------------------------------------------------------------- #
+# Answering
+# --------------------------------------------------------------------------- #
+
+
+def _questions(sample: dict, tokenizer: Tokenizer) -> list[dict]:
+    """One item per assistant turn: prompt ids (conversation so far + "Assistant:") and the reference."""
+    turns = sample["conversations"]
+    items = []
+    for k in range(1, len(turns), 2):
+        prompt, _ = encode_conversation(tokenizer, turns[:k], add_generation_prompt=True)
+        items.append({
+            "id": sample["id"],
+            "question_type": sample.get("question_type") or UNTYPED,
+            "question": turns[k - 1]["value"],
+            "reference": turns[k]["value"].strip(),
+            "input_ids": torch.tensor(prompt, dtype=torch.long),  # (L,)
+            "labels": torch.full((len(prompt),), IGNORE_INDEX, dtype=torch.long),  # unused; collate wants it
+            "video": sample.get("video"),
+            "audio": sample.get("audio"),
+            "conversations": turns[:k],
+        })
+    return items
+
+
+def decode_answer(tokenizer: Tokenizer, ids: Sequence[int]) -> str:
+    """Text of generated ids up to (not including) the first ``<eos>``, stripped."""
+    ids = list(ids)
+    if tokenizer.eos_id in ids:
+        ids = ids[: ids.index(tokenizer.eos_id)]
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+@torch.no_grad()
+def predict(
+    model: MIMOModel,
+    dataset: Dataset,
+    tokenizer: Tokenizer,
+    batch_size: int = 16,
+    media_transform: MediaTransform | None = None,
+    max_new_tokens: int | None = None,
+) -> list[dict[str, Any]]:
+    """Greedy answers to every question of ``dataset``.
+
+    Returns one dict per question: ``id, question_type, question, reference, prediction, correct``.
+    ``media_transform(batch) -> batch`` may change ``video``/``audio`` of a collated batch (ablations).
+    ``max_new_tokens`` defaults to the longest reference of the batch plus two, enough to see its ``<eos>``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1 (got {batch_size})")
+    device = next(model.parameters()).device
+    results: list[dict[str, Any]] = []
+    pending: list[dict] = []
+
+    def flush() -> None:
+        batch = collate_av_batch(pending, tokenizer.pad_id)  # prompts right-padded; generate re-pads on the left
+        if media_transform is not None:
+            batch = media_transform(batch)
+        budget = max_new_tokens or 2 + max(len(tokenizer.encode(" " + item["reference"])) for item in pending)
+        new_tokens = model.generate(
+            batch["input_ids"].to(device),
+            None if batch["video"] is None else batch["video"].to(device),
+            None if batch["audio"] is None else batch["audio"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+            max_new_tokens=budget,
+            eos_token_id=tokenizer.eos_id,
+        )  # (B, budget)
+        for item, ids in zip(pending, new_tokens.tolist()):
+            prediction = decode_answer(tokenizer, ids)
+            results.append({
+                "id": item["id"], "question_type": item["question_type"], "question": item["question"],
+                "reference": item["reference"], "prediction": prediction, "correct": prediction == item["reference"],
+            })
+        pending.clear()
+
+    for index in range(len(dataset)):
+        for item in _questions(dataset[index], tokenizer):
+            pending.append(item)
+            if len(pending) == batch_size:
+                flush()
+    if pending:
+        flush()
+    return results
+
+
+def accuracy_by_type(results: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """``{question_type: share correct, ..., "all": share correct}``, types in the book's order."""
+    by_type: dict[str, list[bool]] = {}
+    for r in results:
+        by_type.setdefault(r["question_type"], []).append(r["correct"])
+    order = list(QUESTION_TYPES) + [CAPTION_TYPE]
+    names = sorted(by_type, key=lambda t: (order.index(t) if t in order else len(order), t))
+    accuracy = {t: sum(by_type[t]) / len(by_type[t]) for t in names}
+    accuracy[ALL] = sum(r["correct"] for r in results) / len(results) if results else float("nan")
+    return accuracy
+
+
+def evaluate_accuracy(
+    model: MIMOModel,
+    dataset: Dataset,
+    tokenizer: Tokenizer,
+    batch_size: int = 16,
+    media_transform: MediaTransform | None = None,
+) -> dict[str, float]:
+    """Exact-match accuracy per question type (and ``"all"``) of greedy answers on ``dataset``."""
+    return accuracy_by_type(predict(model, dataset, tokenizer, batch_size, media_transform))
+
+
+# --------------------------------------------------------------------------- #
+# Ablations: take one modality away
+# --------------------------------------------------------------------------- #
+
+
+def _zero(key: str) -> MediaTransform:
+    def transform(batch: dict) -> dict:
+        if batch[key] is not None:
+            batch = {**batch, key: torch.zeros_like(batch[key])}  # black frames / silence
+        return batch
+
+    return transform
+
+
+def _shuffle(key: str, has_key: str) -> MediaTransform:
+    """Give each sample of the batch the clip of the next *other* sample that has one (a cyclic shift).
+
+    Questions from the same conversation share a clip, so the shift is over distinct sample ids; a
+    batch with only one clip cannot be shuffled and is left as it is.
+    """
+
+    def transform(batch: dict) -> dict:
+        media = batch[key]
+        if media is None:
+            return batch
+        rows = [r for r in range(len(batch["id"])) if bool(batch[has_key][r])]
+        distinct = list(dict.fromkeys(batch["id"][r] for r in rows))  # sample ids in batch order
+        if len(distinct) < 2:
+            return batch
+        first_row = {sid: next(r for r in rows if batch["id"][r] == sid) for sid in distinct}
+        donor = {sid: first_row[distinct[(k + 1) % len(distinct)]] for k, sid in enumerate(distinct)}
+        shuffled = media.clone()
+        for r in rows:
+            shuffled[r] = media[donor[batch["id"][r]]]
+        return {**batch, key: shuffled}
+
+    return transform
+
+
+#: condition -> how the batch's media are changed (None: left alone).
+ABLATIONS: dict[str, MediaTransform | None] = {
+    "original": None,
+    "video zeros": _zero("video"),
+    "video shuffled": _shuffle("video", "has_video"),
+    "audio zeros": _zero("audio"),
+    "audio shuffled": _shuffle("audio", "has_audio"),
+}
+
+
+def run_ablations(
+    model: MIMOModel,
+    dataset: Dataset,
+    tokenizer: Tokenizer,
+    batch_size: int = 16,
+    conditions: Sequence[str] = tuple(ABLATIONS),
+) -> dict[str, dict[str, float]]:
+    """``{condition: {question_type: accuracy, ..., "all": ...}}`` for each of :data:`ABLATIONS`."""
+    unknown = [c for c in conditions if c not in ABLATIONS]
+    if unknown:
+        raise ValueError(f"unknown ablation conditions {unknown}; choose from {list(ABLATIONS)}")
+    return {c: evaluate_accuracy(model, dataset, tokenizer, batch_size, ABLATIONS[c]) for c in conditions}
+
+
+def format_table(results: dict[str, dict[str, float]]) -> str:
+    """A plain-text table: one row per condition, one column per question type (and ``all``)."""
+    columns: list[str] = []
+    for row in results.values():
+        columns += [c for c in row if c not in columns and c != ALL]
+    columns.append(ALL)
+    first = max([len("condition")] + [len(name) for name in results])
+    widths = [max(len(c), 5) for c in columns]
+    lines = ["  ".join(["condition".ljust(first)] + [c.rjust(w) for c, w in zip(columns, widths)])]
+    for name, row in results.items():
+        cells = [("" if c not in row else f"{row[c]:.2f}").rjust(w) for c, w in zip(columns, widths)]
+        lines.append("  ".join([name.ljust(first)] + cells))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- #
+# Command line
+# --------------------------------------------------------------------------- #
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mimo_lib.evaluate",
+        description="Exact-match accuracy per question type, and with video or audio zeroed or shuffled.",
+    )
+    parser.add_argument("--load", type=Path, required=True, help="model folder, run folder or step folder")
+    parser.add_argument(
+        "--data-path", default="synthetic", help="'synthetic' (held-out clips) or a dataset folder (default: synthetic)"
+    )
+    parser.add_argument("--num-samples", type=int, default=100, help="samples to ask about (default: 100)")
+    parser.add_argument(
+        "--seed", type=int, default=HELD_OUT_SEED_OFFSET,
+        help="synthetic clips' seed (default: %(default)s, the held-out set of a run trained with --seed 0)",
+    )
+    parser.add_argument(
+        "--question-types", default=",".join(QUESTION_TYPES),
+        help="comma list of synthetic question types (default: %(default)s)",
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="questions answered together (default: 16)")
+    parser.add_argument("--no-ablations", action="store_true", help="only the original condition")
+    parser.add_argument("--device", default="cpu", help="default: cpu")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mimo_lib.checkpoint import CheckpointError, load_model, load_tokenizer
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    types = [t.strip() for t in args.question_types.split(",") if t.strip()]
+    unknown = [t for t in types if t not in QUESTION_TYPES + (CAPTION_TYPE,)]
+    if not types or unknown:
+        parser.error(f"--question-types: unknown {unknown or 'empty list'}; choose from {QUESTION_TYPES + (CAPTION_TYPE,)}")
+    if args.num_samples < 1 or args.batch_size < 1:
+        parser.error("--num-samples and --batch-size must be at least 1")
+    try:
+        model = load_model(args.load, args.device)
+        tokenizer = load_tokenizer(args.load)
+        dataset = evaluation_subset(
+            build_dataset(args.data_path, model.config, tokenizer, args.num_samples, args.seed, types), args.num_samples
+        )
+    except (CheckpointError, MimoInputError, FileNotFoundError) as error:
+        parser.error(str(error))
+    conditions = ("original",) if args.no_ablations else tuple(ABLATIONS)
+    results = run_ablations(model, dataset, tokenizer, args.batch_size, conditions)
+    print(f"exact-match accuracy on {len(dataset)} samples from {args.data_path} ({args.load})")
+    print(format_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

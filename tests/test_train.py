@@ -1,0 +1,343 @@
+"""Training, evaluation and generation from the command line, on a tiny model that steps in a fraction of a second.
+
+Most runs call ``main(argv)`` in this process (torch is imported once); the
+exact-resume test starts a real ``python -m mimo_lib.train`` and SIGKILLs it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mimo_lib import evaluate, generate, train
+from mimo_lib.checkpoint import load_checkpoint, load_model, save_model_only
+from mimo_lib.config import MIMOConfig, get_preset
+from mimo_lib.data.dataset import SyntheticAVDataset, collate_av_batch
+from mimo_lib.data.synthetic import QUESTION_TYPES
+from mimo_lib.model import MIMOModel
+from mimo_lib.tokenizer import Tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_SAMPLES = ROOT / "data_samples"
+SEED_FLAGS = (
+    "--num-layers", "--hidden-size", "--num-attention-heads", "--vision-backbone-type", "--audio-backbone-type",
+    "--num-frames", "--audio-seq-len", "--data-path", "--preset", "--stage", "--freeze-vision-tower",
+    "--no-freeze-vision-tower", "--freeze-audio-tower", "--freeze-projectors", "--freeze-language-model",
+    "--vision-tower-checkpoint", "--audio-tower-checkpoint", "--micro-batch-size", "--train-iters", "--lr",
+    "--min-lr", "--warmup-iters", "--weight-decay", "--seed", "--device", "--save", "--load", "--save-interval",
+    "--eval-interval", "--eval-samples", "--num-samples", "--question-types", "--hf-vision-path", "--hf-audio-path",
+)
+
+
+def tiny_config() -> MIMOConfig:
+    """The toy preset shrunk to a model that builds and steps in milliseconds."""
+    data = get_preset("toy").to_dict()
+    data["vision"].update(num_frames=4, image_size=32, hidden_size=32, num_layers=1, num_attention_heads=2,
+                          ffn_hidden_size=64, select_layer=-1)
+    data["audio"].update(hidden_size=32, num_layers=1, num_attention_heads=2, ffn_hidden_size=64, audio_seq_len=5)
+    data["language_model"].update(hidden_size=32, num_layers=2, num_attention_heads=2, ffn_hidden_size=64,
+                                  max_sequence_length=256)
+    return MIMOConfig.from_dict(data)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: for tensors this small it is faster than two (much faster on a busy machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def tiny_json(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "tiny.json"
+    path.write_text(json.dumps(tiny_config().to_dict()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    return Tokenizer.default()
+
+
+def tiny_args(tiny_json: Path, *extra: str) -> list[str]:
+    return [
+        "--config", str(tiny_json), "--vision-tower-checkpoint", "none", "--audio-tower-checkpoint", "none",
+        "--micro-batch-size", "2", "--num-samples", "16", "--eval-samples", "0", "--device", "cpu", *extra,
+    ]
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_model(path).state_dict()
+
+
+def assert_equal_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"weights differ: {different[:5]}"
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in SEED_FLAGS:
+        assert flag in text, f"--help does not mention {flag}"
+    for action in train.build_parser()._actions:
+        assert action.help, f"{action.option_strings} has no help text"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        (["--hidden-size", "100", "--num-attention-heads", "3"], "not divisible by num_attention_heads"),
+        (["--audio-seq-len", "7"], "--audio-seq-len 7 does not fit"),
+        (["--data-path", "/no/such/folder"], "does not exist"),
+        (["--load", "/no/such/run"], "--load: checkpoint /no/such/run does not exist"),
+        (["--question-types", "vision,smell"], "unknown ['smell']"),
+        (["--freeze-projectors"], "every component is frozen"),
+        (["--vision-backbone-type", "hf-clip"], "needs --hf-vision-path"),
+        (["--vision-tower-checkpoint", "/no/tower.safetensors"], "not found"),
+        (["--num-frames", "64"], "max_sequence_length is 512"),
+    ],
+)
+def test_bad_command_lines_fail_before_any_work(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "train", lambda args: pytest.fail("training started"))
+    with pytest.raises(SystemExit) as exit_info:
+        train.main([*argv, "--save", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------- data order and schedule
+
+
+def test_the_data_sampler_resumes_mid_epoch():
+    sampler = train.DataSampler(7, seed=3)
+    sampler.next_indices(5)
+    state = sampler.state_dict()
+    expected = [sampler.next_indices(5) for _ in range(4)]  # crosses two epoch boundaries
+    resumed = train.DataSampler(7, seed=999)
+    resumed.load_state_dict(state)
+    assert [resumed.next_indices(5) for _ in range(4)] == expected
+    first_epoch = train.DataSampler(7, seed=3).next_indices(7)
+    assert sorted(first_epoch) == list(range(7))  # an epoch visits every sample once
+
+
+def test_warmup_then_cosine_to_min_lr():
+    schedule = train.WarmupCosineSchedule(lr=1.0, min_lr=0.1, warmup_iters=4, train_iters=14)
+    assert [schedule(s) for s in (1, 2, 4)] == [0.25, 0.5, 1.0]
+    assert schedule(9) == pytest.approx(0.55) and schedule(14) == pytest.approx(0.1)
+    assert all(schedule(s) >= schedule(s + 1) for s in range(4, 14))
+
+
+# --------------------------------------------------------------------------- training runs
+
+
+def test_a_short_synthetic_run_learns_and_writes_metrics_and_checkpoints(tiny_json, tmp_path):
+    run = tmp_path / "run"
+    argv = tiny_args(tiny_json, "--stage", "instruct", "--train-iters", "8", "--lr", "3e-3", "--warmup-iters", "1",
+                     "--micro-batch-size", "4", "--save", str(run), "--save-interval", "4", "--eval-samples", "5")
+    assert train.main(argv) == 0
+    metrics = read_metrics(run)
+    assert [m["step"] for m in metrics] == list(range(1, 9))
+    for m in metrics:
+        assert {"step", "loss", "lr", "tokens_per_s", "elapsed_s"} <= m.keys()
+    losses = [m["loss"] for m in metrics]
+    assert sum(losses[-2:]) < sum(losses[:2]) - 0.2, losses
+    assert set(metrics[-1]["eval"]) == set(QUESTION_TYPES) | {"all"}  # evaluated at the end
+    assert (run / "latest").read_text().strip() == "step-000008"
+    assert [p.name for p in sorted(run.glob("step-*"))] == ["step-000004", "step-000008"]
+    checkpoint = load_checkpoint(run)
+    assert checkpoint.step == 8 and checkpoint.stage == "instruct" and checkpoint.metrics == metrics
+    assert_equal_weights(checkpoint.model_state, weights(run / "final"))
+
+
+def test_a_run_on_a_dataset_folder(tiny_json, tmp_path):
+    run = tmp_path / "run"
+    argv = tiny_args(tiny_json, "--data-path", str(DATA_SAMPLES), "--stage", "instruct", "--train-iters", "2",
+                     "--eval-samples", "2", "--save", str(run))
+    assert train.main(argv) == 0
+    metrics = read_metrics(run)
+    assert len(metrics) == 2 and all(math.isfinite(m["loss"]) for m in metrics)
+    assert "eval" in metrics[-1]
+    assert load_checkpoint(run).step == 2
+
+
+def latest_step(run: Path) -> int:
+    try:
+        return int((run / "latest").read_text().strip().removeprefix("step-"))
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def test_resume_after_sigkill_gives_the_same_weights(tiny_json, tmp_path):
+    """Train 5 steps in one go; and train, SIGKILL once checkpoint 2 exists, resume to 5: equal weights."""
+    total, kill_after = 5, 2
+    argv = tiny_args(tiny_json, "--stage", "instruct", "--train-iters", str(total), "--save-interval", "1",
+                     "--eval-samples", "2", "--eval-interval", "2")
+    killed = tmp_path / "killed"
+    # --stop-after is only a safety net: if this test is too slow to kill the run, it kills itself at step 4.
+    command = [sys.executable, "-m", "mimo_lib.train", *argv, "--save", str(killed), "--stop-after", str(total - 1)]
+    with open(tmp_path / "killed.log", "w") as log:
+        # one thread, like this process (see one_thread): the same arithmetic on both sides of the kill
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 300
+        while process.poll() is None and time.monotonic() < deadline:
+            if latest_step(killed) >= kill_after:
+                process.send_signal(signal.SIGKILL)  # whatever it is doing: stepping, evaluating or saving
+                break
+            time.sleep(0.002)
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-2000:]
+    stopped_at = latest_step(killed)
+    assert kill_after <= stopped_at < total
+
+    assert train.main([*argv, "--save", str(killed), "--load", str(killed)]) == 0  # resume
+    uninterrupted = tmp_path / "uninterrupted"
+    assert train.main([*argv, "--save", str(uninterrupted)]) == 0
+
+    assert_equal_weights(weights(killed / "final"), weights(uninterrupted / "final"))
+    timing = ("tokens_per_s", "elapsed_s")
+    resumed_log = [{k: v for k, v in m.items() if k not in timing} for m in read_metrics(killed)]
+    reference_log = [{k: v for k, v in m.items() if k not in timing} for m in read_metrics(uninterrupted)]
+    assert resumed_log == reference_log  # losses, learning rates, gradient norms and evaluations alike
+
+
+def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tiny_json, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = tiny_args(tiny_json, "--stage", "instruct", "--train-iters", "6", "--save-interval", "1",
+                     "--lr", "1e30", "--warmup-iters", "0", "--save", str(run))
+    assert train.main(argv) == 1
+    error = capsys.readouterr().err
+    match = re.search(r"step (\d+): non-finite", error)
+    assert match, error
+    bad_step = int(match.group(1))
+    assert bad_step >= 2, "the first step should still be finite at this learning rate"
+    last_good = f"step-{bad_step - 1:06d}"
+    assert last_good in error
+    assert (run / "latest").read_text().strip() == last_good
+    checkpoint = load_checkpoint(run)  # intact, and loadable
+    assert checkpoint.step == bad_step - 1
+    assert all(torch.isfinite(t).all() for t in checkpoint.model_state.values())
+    assert not (run / "final").exists()
+
+
+def test_align_trains_only_the_projectors_and_instruct_starts_from_it(tiny_json, tmp_path):
+    align, instruct = tmp_path / "align", tmp_path / "instruct"
+    assert train.main(tiny_args(tiny_json, "--stage", "align", "--seed", "1", "--train-iters", "2",
+                                "--save", str(align))) == 0
+    torch.manual_seed(1)
+    initial = MIMOModel(tiny_config()).state_dict()  # what train built before its first step
+    aligned = weights(align / "final")
+    changed = {k for k in initial if not torch.equal(initial[k], aligned[k])}
+    assert changed and all(k.startswith(("vision_projector.", "audio_projector.")) for k in changed), changed
+    assert load_checkpoint(align).args["question_types"] == ["caption"]
+
+    assert train.main(tiny_args(tiny_json, "--stage", "instruct", "--seed", "2", "--train-iters", "2",
+                                "--load", str(align), "--save", str(instruct))) == 0
+    checkpoint = load_checkpoint(instruct)
+    assert checkpoint.step == 2 and checkpoint.stage == "instruct"  # a fresh step counter ...
+    assert [m["step"] for m in checkpoint.metrics] == [1, 2]
+    assert float(checkpoint.optimizer_state["state"][0]["step"]) == 2  # ... and a fresh optimizer
+    torch.manual_seed(2)
+    other_init = MIMOModel(tiny_config()).state_dict()
+    for key, value in checkpoint.model_state.items():
+        if key.startswith(("vision_tower.", "audio_tower.")):  # frozen: still the align run's towers
+            assert torch.equal(value, aligned[key]), key
+    assert any(not torch.equal(aligned[k], other_init[k]) for k in aligned if k.startswith("vision_tower."))
+    assert checkpoint.extra["initialized_from"] == str(align / "step-000002")
+
+
+# --------------------------------------------------------------------------- evaluation and generation
+
+
+@pytest.fixture(scope="module")
+def tiny_model_folder(tmp_path_factory, tokenizer) -> Path:
+    torch.manual_seed(0)
+    return save_model_only(MIMOModel(tiny_config()), tmp_path_factory.mktemp("model") / "final", tokenizer)
+
+
+def test_exact_match_scores_answers_up_to_eos(tiny_model_folder, tokenizer, monkeypatch):
+    model = load_model(tiny_model_folder)
+    dataset = SyntheticAVDataset(5, seed=3, config=evaluate.synthetic_config_for(model.config), tokenizer=tokenizer)
+    answers = [dataset[i]["conversations"][1]["value"] for i in range(5)]
+    calls = iter(range(100))
+
+    def oracle(input_ids, video, audio, attention_mask, max_new_tokens, eos_token_id):
+        call = next(calls)
+        rows = []
+        for row in range(input_ids.shape[0]):
+            text = answers[row] if call == 0 and row != 1 else "wrong"  # the second question is answered wrongly
+            ids = tokenizer.encode(" " + text) + [eos_token_id] + tokenizer.encode(" trailing")
+            rows.append((ids + [eos_token_id] * max_new_tokens)[:max_new_tokens])
+        return torch.tensor(rows)
+
+    monkeypatch.setattr(model, "generate", oracle)
+    accuracy = evaluate.evaluate_accuracy(model, dataset, tokenizer, batch_size=5)
+    assert accuracy == {"vision": 1.0, "motion": 0.0, "audio": 1.0, "both": 1.0, "time": 1.0, "all": 0.8}
+
+
+def test_shuffling_gives_every_sample_another_clip(tokenizer):
+    dataset = SyntheticAVDataset(4, seed=0, tokenizer=tokenizer)
+    batch = collate_av_batch([dataset[i] for i in range(4)], tokenizer.pad_id)
+    shuffled = evaluate.ABLATIONS["video shuffled"](batch)
+    for row in range(4):
+        assert torch.equal(shuffled["video"][row], batch["video"][(row + 1) % 4])
+    assert not evaluate.ABLATIONS["audio zeros"](batch)["audio"].any()
+    assert batch["audio"].any()  # the original batch is left alone
+
+
+def test_evaluate_prints_accuracy_and_ablation_table(tiny_model_folder, capsys):
+    assert evaluate.main(["--load", str(tiny_model_folder), "--num-samples", "5", "--batch-size", "5"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("condition"))
+    for question_type in QUESTION_TYPES:
+        assert question_type in header
+    for condition in evaluate.ABLATIONS:
+        assert re.search(rf"^{condition}\s+\d\.\d\d", out, re.M), condition
+
+
+def test_run_ablations_returns_every_condition_and_type(tiny_model_folder, tokenizer):
+    model = load_model(tiny_model_folder)
+    dataset = SyntheticAVDataset(5, seed=9, config=evaluate.synthetic_config_for(model.config), tokenizer=tokenizer)
+    results = evaluate.run_ablations(model, dataset, tokenizer, batch_size=5)
+    assert list(results) == list(evaluate.ABLATIONS)
+    for row in results.values():
+        assert list(row) == [*QUESTION_TYPES, "all"] and all(0.0 <= v <= 1.0 for v in row.values())
+    table = evaluate.format_table(results)
+    assert len(table.splitlines()) == 1 + len(evaluate.ABLATIONS)
+
+
+def test_generate_answers_about_a_clip(tiny_model_folder, capsys):
+    argv = ["--load", str(tiny_model_folder), "--video", str(DATA_SAMPLES / "clip-00.mp4"),
+            "--prompt", "What instrument is playing?", "--max-new-tokens", "6"]
+    assert generate.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.endswith("\n") and out.strip()  # an answer (gibberish from a random model, which may hold newlines)
+    assert generate.main([*argv, "--audio", str(DATA_SAMPLES / "sound-01.wav"), "--do-sample", "--top-k", "5"]) == 0
+    assert capsys.readouterr().out.endswith("\n")
+    assert generate.main(["--load", str(tiny_model_folder), "--video", "/no/clip.mp4", "--prompt", "Hi?"]) == 1
+    assert "/no/clip.mp4" in capsys.readouterr().err
