@@ -335,7 +335,21 @@ def _llava_avlm_7b() -> MIMOConfig:
     )
 
 
-PRESETS = {"toy": _toy, "small": _small, "llava-avlm-7b": _llava_avlm_7b}
+def _tiny() -> MIMOConfig:
+    """The toy preset shrunk until it builds and steps in milliseconds: for tests and quick experiments."""
+    return MIMOConfig(
+        vision=VisionTowerConfig(
+            patch_embedding_type="conv", num_frames=4, image_size=32, hidden_size=32, num_layers=1,
+            num_attention_heads=2, ffn_hidden_size=64, select_layer=-1,
+        ),
+        audio=AudioTowerConfig(hidden_size=32, num_layers=1, num_attention_heads=2, ffn_hidden_size=64, audio_seq_len=5),
+        language_model=LanguageModelConfig(
+            hidden_size=32, num_layers=2, num_attention_heads=2, ffn_hidden_size=64, max_sequence_length=256
+        ),
+    )
+
+
+PRESETS = {"tiny": _tiny, "toy": _toy, "small": _small, "llava-avlm-7b": _llava_avlm_7b}
 
 
 def get_preset(name: str, **overrides: Any) -> MIMOConfig:

@@ -86,6 +86,27 @@ def all_captions(modality: str) -> tuple[list[str], list[dict[str, str]]]:
     raise ValueError(f"modality must be 'vision' or 'audio', got {modality!r}")
 
 
+def attribute_captions(modality: str) -> dict[str, list[tuple[str, str]]]:
+    """Short captions that each name ONE attribute: ``{attribute: [(value, caption), ...]}``.
+
+    Contrasting a clip against these as well as against the full captions gives
+    every attribute its own, dense learning signal ("a circle" vs "a square"),
+    instead of one 60-way choice in which colour, the easiest cue, dominates.
+    """
+    if modality == "vision":
+        return {
+            "shape": [(s, article(s)) for s in SHAPES],
+            "colour": [(c, f"{article(c)} shape") for c in COLOURS],
+            "motion": [(m, f"a shape that {motion_phrase(m)}") for m in MOTIONS],
+        }
+    if modality == "audio":
+        return {
+            "instrument": [(i, article(i)) for i in INSTRUMENTS],
+            "pitch": [(p, f"{article(p)} note") for p in PITCHES],
+        }
+    raise ValueError(f"modality must be 'vision' or 'audio', got {modality!r}")
+
+
 # --------------------------------------------------------------------------- modules
 
 
@@ -125,13 +146,18 @@ class TextEncoder(nn.Module):
 class PoolingHead(nn.Module):
     """Tower tokens (B, N, D) → one clip embedding (B, embed_dim).
 
-    A learned query token joins the sequence for one transformer block, and its
-    output is the summary. Attention lets it compare early and late frames,
-    which a plain average could not (motion is a *difference* over time).
+    1. Max-pool each frame's tokens (frame-major: ``tokens_per_frame`` at a
+       time) into one vector per frame — "is there a red corner anywhere in
+       this frame?" — the inductive bias that makes a CNN learn shapes fast.
+    2. A learned query token joins the per-frame vectors for one transformer
+       block, and its output is the summary. Attention lets it compare early and
+       late frames, which a plain average could not (motion is a *difference*
+       over time). For audio, ``tokens_per_frame = 1``: every token is a step in time.
     """
 
-    def __init__(self, input_size: int, config: PretrainConfig) -> None:
+    def __init__(self, input_size: int, config: PretrainConfig, tokens_per_frame: int = 1) -> None:
         super().__init__()
+        self.tokens_per_frame = tokens_per_frame
         self.query = nn.Parameter(torch.randn(1, 1, input_size) * 0.02)
         heads = config.head_num_heads if input_size % config.head_num_heads == 0 else 1
         self.block = nn.TransformerEncoderLayer(
@@ -141,7 +167,11 @@ class PoolingHead(nn.Module):
         self.proj = nn.Linear(input_size, config.embed_dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.query.expand(tokens.shape[0], -1, -1), tokens], dim=1)  # (B, 1 + N, D)
+        b, n, d = tokens.shape
+        if n % self.tokens_per_frame:
+            raise ValueError(f"{n} tokens do not split into frames of {self.tokens_per_frame}")
+        frames = tokens.reshape(b, n // self.tokens_per_frame, self.tokens_per_frame, d).amax(dim=2)  # (B, T, D)
+        x = torch.cat([self.query.expand(b, -1, -1), frames], dim=1)  # (B, 1 + T, D)
         return self.proj(self.norm(self.block(x)[:, 0]))  # (B, embed_dim)
 
 
@@ -153,12 +183,16 @@ class ContrastivePretrainer(nn.Module):
         self.modality = modality
         self.config = config or PretrainConfig()
         self.tower = tower
-        self.head = PoolingHead(tower.output_size, self.config)
+        tokens_per_frame = tower.config.tokens_per_frame if modality == "vision" else 1
+        self.head = PoolingHead(tower.output_size, self.config, tokens_per_frame)
         self.text_encoder = TextEncoder(tokenizer.vocab_size, self.config, tokenizer.pad_id)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         captions, self.caption_attributes = all_captions(modality)
         self.captions = captions
-        ids = [tokenizer.encode(c) for c in captions]
+        # every attribute caption, after the full captions, in one table of ids
+        self.attribute_values = {name: [v for v, _ in pairs] for name, pairs in attribute_captions(modality).items()}
+        extra = [c for pairs in attribute_captions(modality).values() for _, c in pairs]
+        ids = [tokenizer.encode(c) for c in captions + extra]
         if max(map(len, ids)) > self.config.text_max_length:
             raise ValueError(f"a caption is longer than text_max_length={self.config.text_max_length}")
         padded = torch.full((len(ids), max(map(len, ids))), tokenizer.pad_id, dtype=torch.long)
@@ -169,14 +203,34 @@ class ContrastivePretrainer(nn.Module):
     def clip_embeddings(self, media: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.tower(media)), dim=-1)  # (B, E)
 
+    def all_caption_embeddings(self) -> torch.Tensor:
+        return F.normalize(self.text_encoder(self.caption_ids), dim=-1)  # (C + A, E)
+
     def caption_embeddings(self) -> torch.Tensor:
-        return F.normalize(self.text_encoder(self.caption_ids), dim=-1)  # (C, E)
+        """Embeddings of the full captions only. ``(C, E)``"""
+        return self.all_caption_embeddings()[: len(self.captions)]
 
     def forward(self, media: torch.Tensor, caption_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss and (B, C) logits: every clip against every caption."""
+        """Loss and (B, C) logits over the full captions.
+
+        The loss adds, to the clip-vs-every-caption cross-entropy, one
+        cross-entropy per attribute: the clip against that attribute's short
+        captions ("a circle" / "a square" / "a triangle").
+        """
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
-        logits = scale * self.clip_embeddings(media) @ self.caption_embeddings().T  # (B, C)
-        return F.cross_entropy(logits, caption_index), logits
+        clips = self.clip_embeddings(media)  # (B, E)
+        texts = self.all_caption_embeddings()  # (C + A, E)
+        logits = scale * clips @ texts[: len(self.captions)].T  # (B, C)
+        loss = F.cross_entropy(logits, caption_index)
+        start = len(self.captions)
+        for name, values in self.attribute_values.items():
+            attribute_logits = scale * clips @ texts[start : start + len(values)].T  # (B, values)
+            target = torch.tensor(
+                [values.index(self.caption_attributes[i][name]) for i in caption_index.tolist()], device=clips.device
+            )
+            loss = loss + F.cross_entropy(attribute_logits, target)
+            start += len(values)
+        return loss, logits
 
 
 # --------------------------------------------------------------------------- data

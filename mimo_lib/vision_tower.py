@@ -296,9 +296,15 @@ class VisionTower(nn.Module):
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        for embedding in (self.class_embedding, self.position_embedding, self.token_head.temporal_embedding):
-            if embedding is not None:
-                nn.init.normal_(embedding, std=INIT_STD)
+        nn.init.normal_(self.class_embedding, std=INIT_STD)
+        # Positions start as sine waves (as in MAE), not as N(0, 0.02) noise: the
+        # pre-LayerNorm scales each token to unit size, so tiny random position
+        # vectors would be all but erased next to the patch features, and a model
+        # that cannot tell where a shape is cannot learn which way it moves.
+        with torch.no_grad():
+            self.position_embedding.zero_()
+            self.position_embedding[1:] = sincos_2d(self.config.grid_size, self.config.hidden_size)
+        init_temporal_embedding(self.token_head.temporal_embedding)
 
     def preprocess(self, video: torch.Tensor) -> torch.Tensor:
         """``(B, T, 3, H, W)`` uint8 or [0, 1] float -> ``(B, T, 3, H, W)`` CLIP-normalised floats."""
@@ -424,8 +430,7 @@ class HFCLIPVisionTower(nn.Module):
         # backbone and the new head below, and let the caller choose with tower.to(dtype)
         self.model = model.float()
         self.token_head = VideoTokenHead(config)
-        if self.token_head.temporal_embedding is not None:
-            nn.init.normal_(self.token_head.temporal_embedding, std=INIT_STD)
+        init_temporal_embedding(self.token_head.temporal_embedding)
 
     def preprocess(self, video: torch.Tensor) -> torch.Tensor:
         """``(B, T, 3, H, W)`` uint8 or [0, 1] float -> ``(B, T, 3, H, W)`` CLIP-normalised floats."""
@@ -471,6 +476,34 @@ def build_vision_tower(config: VisionTowerConfig) -> nn.Module:
     if config.backbone_type == "hf-clip":
         return HFCLIPVisionTower(config)
     raise ValueError(f"unknown vision backbone_type {config.backbone_type!r}; choose 'clip' or 'hf-clip'")
+
+
+def sincos_1d(num_positions: int, dim: int) -> torch.Tensor:
+    """``(num_positions, dim)`` sine/cosine waves of geometrically spaced frequencies (Transformer style)."""
+    half = dim // 2
+    frequencies = 1.0 / (10_000 ** (torch.arange(half, dtype=torch.float32) / max(half, 1)))  # (dim/2,)
+    angles = torch.arange(num_positions, dtype=torch.float32)[:, None] * frequencies  # (P, dim/2)
+    out = torch.zeros(num_positions, dim)
+    out[:, :half] = torch.sin(angles)
+    out[:, half : 2 * half] = torch.cos(angles)
+    return out
+
+
+def sincos_2d(grid_size: int, dim: int) -> torch.Tensor:
+    """``(grid_size**2, dim)`` 2-D sine/cosine positions, row by row: half the channels code y, half x."""
+    half = dim // 2
+    y = sincos_1d(grid_size, half)  # (G, dim/2)
+    x = sincos_1d(grid_size, dim - half)  # (G, dim/2)
+    rows = y[:, None, :].expand(grid_size, grid_size, half)  # (G, G, dim/2): same for every column
+    cols = x[None, :, :].expand(grid_size, grid_size, dim - half)  # (G, G, dim/2): same for every row
+    return torch.cat([rows, cols], dim=-1).reshape(grid_size * grid_size, dim)
+
+
+def init_temporal_embedding(embedding: nn.Parameter | None) -> None:
+    """Frame ``t`` starts as the sine/cosine code of ``t``, so frames are told apart from the first step."""
+    if embedding is not None:
+        with torch.no_grad():
+            embedding.copy_(sincos_1d(*embedding.shape))
 
 
 class ConvStem(nn.Sequential):

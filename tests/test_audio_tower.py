@@ -27,13 +27,7 @@ from mimo_lib.features import BEATS_FBANK_MEAN, BEATS_FBANK_STD, kaldi_fbank, lo
 SR = 16_000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are small: on a shared 2-core CPU, OpenMP threads waiting on each other cost more than they save."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def small(backbone: str = "whisper", **overrides) -> AudioTowerConfig:

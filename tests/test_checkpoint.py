@@ -28,23 +28,11 @@ from mimo_lib.tokenizer import Tokenizer
 
 
 def tiny_config() -> MIMOConfig:
-    """The toy preset shrunk to a model that builds and steps in milliseconds."""
-    data = get_preset("toy").to_dict()
-    data["vision"].update(num_frames=4, image_size=32, hidden_size=32, num_layers=1, num_attention_heads=2,
-                          ffn_hidden_size=64, select_layer=-1)
-    data["audio"].update(hidden_size=32, num_layers=1, num_attention_heads=2, ffn_hidden_size=64, audio_seq_len=5)
-    data["language_model"].update(hidden_size=32, num_layers=2, num_attention_heads=2, ffn_hidden_size=64,
-                                  max_sequence_length=256)
-    return MIMOConfig.from_dict(data)
+    """The tiny preset: a model that builds and steps in milliseconds."""
+    return get_preset("tiny")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: for tensors this small it is faster than two (much faster on a busy machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture
