@@ -172,7 +172,7 @@ class MIMOModel(nn.Module):
         generator: torch.Generator | None = None,
         use_cache: bool = True,
     ) -> torch.Tensor:
-        """Answer prompts (from ``build_prompt``); returns new token ids (B, <= max_new_tokens)."""
+        """Answer prompts (from ``build_prompt``); returns new token ids (B, max_new_tokens), eos-padded after each answer."""
         combined = self.combine(input_ids, video, audio, attention_mask, padding_side="left")
         return generate(
             self.language_model,
