@@ -247,7 +247,43 @@ def _check_features(features: torch.Tensor, config: AudioTowerConfig) -> None:
         )
 
 
-class AudioTower(nn.Module):
+class AudioEncoderBase(nn.Module):
+    """What every audio tower shares: features → ``encode_features`` → pool → output LayerNorm.
+
+    A subclass builds its encoder, sets ``config``, ``output_size`` and
+    ``output_norm`` (``make_output_norm``), and implements ``encode_features``.
+    """
+
+    config: AudioTowerConfig
+
+    def make_output_norm(self, width: int) -> nn.Module:
+        """The output LayerNorm after pooling (identity if ``normalize_output`` is off)."""
+        if self.config.normalize_output:
+            return nn.LayerNorm(width, eps=self.config.layernorm_epsilon)
+        return nn.Identity()
+
+    def features(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, N)`` or ``(N,)`` audio -> ``(B, num_mel_bins, num_feature_frames)``: log-mel or fbank."""
+        return audio_features(waveform, self.config)
+
+    def encode_features(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, num_mel_bins, num_feature_frames)`` -> ``(B, encoder_seq_len, D)``."""
+        raise NotImplementedError
+
+    def encode(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, N)`` audio -> ``(B, encoder_seq_len, D)``, before pooling."""
+        return self.encode_features(self.features(waveform))
+
+    def pool(self, states: torch.Tensor) -> torch.Tensor:
+        """``(B, encoder_seq_len, D)`` -> ``(B, audio_seq_len, D)``: average neighbours, then LayerNorm."""
+        return self.output_norm(pool_sequence(states, self.config.audio_seq_len))
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, N)`` or ``(N,)`` audio -> ``(B, audio_seq_len, D)``."""
+        return self.pool(self.encode(waveform))
+
+
+class AudioTower(AudioEncoderBase):
     """A Whisper- or BEATs-style audio encoder built from scratch (random initialisation).
 
     ``forward(waveform)`` returns ``(B, audio_seq_len, hidden_size)``.
@@ -267,13 +303,7 @@ class AudioTower(nn.Module):
         self.embed = WhisperStem(config) if config.backbone_type == "whisper" else BEATsPatchEmbedding(config)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.num_layers)])
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon)
-        self.output_norm = (
-            nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon) if config.normalize_output else nn.Identity()
-        )
-
-    def features(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``(B, N)`` or ``(N,)`` audio -> ``(B, num_mel_bins, num_feature_frames)``: log-mel or fbank."""
-        return audio_features(waveform, self.config)
+        self.output_norm = self.make_output_norm(config.hidden_size)
 
     def encode_features(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, num_mel_bins, num_feature_frames)`` -> ``(B, encoder_seq_len, D)``."""
@@ -283,17 +313,6 @@ class AudioTower(nn.Module):
             x = block(x)  # (B, S, D)
         return self.norm(x)
 
-    def encode(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``(B, N)`` audio -> ``(B, encoder_seq_len, D)``, before pooling."""
-        return self.encode_features(self.features(waveform))
-
-    def pool(self, states: torch.Tensor) -> torch.Tensor:
-        """``(B, encoder_seq_len, D)`` -> ``(B, audio_seq_len, D)``: average neighbours, then LayerNorm."""
-        return self.output_norm(pool_sequence(states, self.config.audio_seq_len))
-
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``(B, N)`` or ``(N,)`` audio -> ``(B, audio_seq_len, D)``."""
-        return self.pool(self.encode(waveform))
 
 
 def audio_features(waveform: torch.Tensor, config: AudioTowerConfig) -> torch.Tensor:
@@ -319,7 +338,7 @@ def audio_features(waveform: torch.Tensor, config: AudioTowerConfig) -> torch.Te
 # --------------------------------------------------------------------------- #
 
 
-class HFWhisperAudioTower(nn.Module):
+class HFWhisperAudioTower(AudioEncoderBase):
     """A pretrained Whisper encoder (``transformers``), with the same API as :class:`AudioTower`.
 
     Loads ``WhisperModel.from_pretrained(config.pretrained_path)`` from a
@@ -353,13 +372,7 @@ class HFWhisperAudioTower(nn.Module):
         self.config = config
         self.output_size = hf_config.d_model
         self.input_frames = 2 * hf_config.max_source_positions  # 3000 for every released Whisper
-        self.output_norm = (
-            nn.LayerNorm(self.output_size, eps=config.layernorm_epsilon) if config.normalize_output else nn.Identity()
-        )
-
-    def features(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``(B, N)`` or ``(N,)`` audio -> ``(B, num_mel_bins, num_feature_frames)`` Whisper log-mel."""
-        return audio_features(waveform, self.config)
+        self.output_norm = self.make_output_norm(self.output_size)
 
     def pad_features(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, n_mels, frames)`` -> ``(B, n_mels, 2 * max_source_positions)``, padded with each clip's silence."""
@@ -373,17 +386,6 @@ class HFWhisperAudioTower(nn.Module):
         states = self.encoder(input_features=self.pad_features(features)).last_hidden_state  # (B, 1500, D)
         return states[:, : self.config.encoder_seq_len]  # (B, S, D): the positions of the real clip
 
-    def encode(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``(B, N)`` audio -> ``(B, encoder_seq_len, D)``, before pooling."""
-        return self.encode_features(self.features(waveform))
-
-    def pool(self, states: torch.Tensor) -> torch.Tensor:
-        """``(B, encoder_seq_len, D)`` -> ``(B, audio_seq_len, D)``."""
-        return self.output_norm(pool_sequence(states, self.config.audio_seq_len))
-
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``(B, N)`` or ``(N,)`` audio -> ``(B, audio_seq_len, D)``."""
-        return self.pool(self.encode(waveform))
 
 
 def _local_checkpoint_folder(path: str | None) -> Path:

@@ -99,13 +99,14 @@ class CombinedInputs:
         return self.attention_mask.sum(dim=1)
 
 
-def _sample_name(sample_ids: Sequence[str] | None, b: int) -> str:
+def sample_name(sample_ids: Sequence[str] | None, b: int) -> str:
+    """How error messages name row ``b`` of a batch: by its id if known."""
     return f"sample {sample_ids[b]!r}" if sample_ids is not None else f"sample {b} of the batch"
 
 
 def _list_samples(sample_ids: Sequence[str] | None, entries: Sequence[tuple[int, str]]) -> str:
     """``"sample 'a': ..., sample 'b': ..."`` from ``(row, text)`` pairs, at most a few of them."""
-    parts = [f"{_sample_name(sample_ids, b)}: {text}" for b, text in entries[:_MAX_LISTED_SAMPLES]]
+    parts = [f"{sample_name(sample_ids, b)}: {text}" for b, text in entries[:_MAX_LISTED_SAMPLES]]
     if len(entries) > _MAX_LISTED_SAMPLES:
         parts.append(f"... and {len(entries) - _MAX_LISTED_SAMPLES} more")
     return ", ".join(parts)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from mimo_lib.audio_tower import build_audio_tower
-from mimo_lib.combine import CombinedInputs, combine_multimodal_inputs
+from mimo_lib.combine import CombinedInputs, combine_multimodal_inputs, sample_name
 from mimo_lib.config import MIMOConfig
 from mimo_lib.language_model import GPTLanguageModel, generate
 from mimo_lib.projector import ModalityProjector
@@ -80,12 +80,13 @@ class MIMOModel(nn.Module):
             return None
         if counts.max() > 1:
             row = int(torch.argmax(counts))
-            who = sample_ids[row] if sample_ids else f"sample {row} of the batch"
-            raise ValueError(f"{who}: {int(counts[row])} <{name}> placeholders, but one {name} per sample is supported")
+            raise ValueError(
+                f"{sample_name(sample_ids, row)}: {int(counts[row])} <{name}> placeholders, "
+                f"but one {name} per sample is supported"
+            )
         if media is None:
             row = int(torch.nonzero(counts)[0])
-            who = sample_ids[row] if sample_ids else f"sample {row} of the batch"
-            raise ValueError(f"{who}: has a <{name}> placeholder but no {name} was given")
+            raise ValueError(f"{sample_name(sample_ids, row)}: has a <{name}> placeholder but no {name} was given")
         rows = torch.nonzero(counts, as_tuple=True)[0]  # samples that use this modality
         return encode(media[rows])  # (num_items, tokens, D)
 
