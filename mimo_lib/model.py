@@ -49,7 +49,9 @@ class MIMOModel(nn.Module):
         self.audio_tower = build_audio_tower(config.audio)
         width = config.language_model.hidden_size
         self.vision_projector = ModalityProjector(
-            self.vision_tower.output_size, width, config.projector.vision_token_compression, config.projector.projector_type
+            self.vision_tower.output_size, width, config.projector.vision_token_compression, config.projector.projector_type,
+            temporal_compression=config.projector.vision_temporal_compression,
+            tokens_per_frame=config.vision.tokens_per_frame,
         )
         self.audio_projector = ModalityProjector(
             self.audio_tower.output_size, width, config.projector.audio_token_compression, config.projector.projector_type
@@ -67,7 +69,7 @@ class MIMOModel(nn.Module):
         return self.audio_projector(self.audio_tower(audio))
 
     def _modality_items(
-        self, input_ids: torch.Tensor, media: torch.Tensor | None, token_id: int, name: str, encode, sample_ids
+        self, input_ids: torch.Tensor, media: torch.Tensor | None, encode, token_id: int, name: str, sample_ids
     ) -> torch.Tensor | None:
         """Encode the media of the samples whose text holds this modality's placeholder.
 
@@ -99,15 +101,31 @@ class MIMOModel(nn.Module):
         labels: torch.Tensor | None = None,
         padding_side: str = "right",
         sample_ids=None,
+        video_features: torch.Tensor | None = None,
+        audio_features: torch.Tensor | None = None,
     ) -> CombinedInputs:
-        """Token ids + media → the decoder's input sequence (see ``combine_multimodal_inputs``)."""
+        """Token ids + media → the decoder's input sequence (see ``combine_multimodal_inputs``).
+
+        ``video_features`` (B, Nv, Dv) / ``audio_features`` (B, Na, Da): tower outputs computed
+        beforehand, used instead of running a tower on ``video`` / ``audio`` (a frozen tower gives
+        the same features every epoch, so training can compute them once per clip).
+        """
         c = self.config
+        for name, media, features in (("video", video, video_features), ("audio", audio, audio_features)):
+            if media is not None and features is not None:
+                raise ValueError(f"give {name} or {name}_features, not both")
         if attention_mask is None:
             attention_mask = input_ids != c.pad_token_id  # (B, L): without a mask, <pad> ids are padding
         input_ids = input_ids.masked_fill(~attention_mask, c.pad_token_id)  # placeholders are only counted on real tokens
         items = {}
-        video_items = self._modality_items(input_ids, video, c.video_token_id, "video", self.encode_video, sample_ids)
-        audio_items = self._modality_items(input_ids, audio, c.audio_token_id, "audio", self.encode_audio, sample_ids)
+        video_items = self._modality_items(
+            input_ids, *((video_features, self.vision_projector) if video_features is not None else (video, self.encode_video)),
+            c.video_token_id, "video", sample_ids,
+        )
+        audio_items = self._modality_items(
+            input_ids, *((audio_features, self.audio_projector) if audio_features is not None else (audio, self.encode_audio)),
+            c.audio_token_id, "audio", sample_ids,
+        )
         if video_items is not None:
             items[c.video_token_id] = video_items
         if audio_items is not None:
@@ -136,6 +154,8 @@ class MIMOModel(nn.Module):
         labels: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         sample_ids=None,
+        video_features: torch.Tensor | None = None,
+        audio_features: torch.Tensor | None = None,
     ) -> MIMOOutput:
         """Logits over the combined sequence, and the loss on answer tokens when ``labels`` are given.
 
@@ -145,8 +165,12 @@ class MIMOModel(nn.Module):
             audio: (B, N) float waveform at 16 kHz, or None.
             labels: (B, L) with ``ignore_index`` where no loss is wanted.
             attention_mask: (B, L) bool, True on real tokens.
+            video_features, audio_features: tower outputs instead of ``video`` / ``audio`` (see :meth:`combine`).
         """
-        combined = self.combine(input_ids, video, audio, attention_mask, labels, sample_ids=sample_ids)
+        combined = self.combine(
+            input_ids, video, audio, attention_mask, labels, sample_ids=sample_ids,
+            video_features=video_features, audio_features=audio_features,
+        )
         out = self.language_model(
             decoder_input=combined.embeddings,
             position_ids=combined.position_ids,

@@ -141,3 +141,30 @@ def plot_loss_curves(
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
+
+
+def plot_accuracy_curve(
+    curve: Sequence[Mapping[str, float]], x: str = "minutes", ax: plt.Axes | None = None, title: str = ""
+) -> plt.Figure:
+    """Held-out exact match per question type against ``x`` (``"minutes"`` or ``"step"``), one line per type.
+
+    ``curve``: one dict per evaluation, e.g. ``{"step": 250, "minutes": 20.1, "vision": 1.0, "motion": 0.4, ...}``
+    (what ``benchmarks/recipe.py`` writes). A dashed line marks 95%, the target of chapter 7.
+    """
+    if not curve:
+        raise ValueError("the curve has no points: evaluate at least once (--eval-interval, --eval-samples)")
+    fig = ax.figure if ax is not None else plt.figure(figsize=(7, 3.2))
+    ax = ax or fig.add_subplot()
+    xs = [point[x] for point in curve]
+    types = [k for k in curve[0] if k not in ("step", "minutes")]
+    for name in types:
+        ax.plot(xs, [point[name] for point in curve], marker="o", markersize=3,
+                linewidth=2.5 if name == "all" else 1.2, label=name)
+    ax.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("minutes since the recipe started" if x == "minutes" else x)
+    ax.set_ylabel("exact match")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, ncol=3)
+    ax.grid(alpha=0.3)
+    return fig

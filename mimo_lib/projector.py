@@ -26,9 +26,23 @@ the tokens per frame merges tokens of the same frame (with ``k`` dividing the
 grid width, tokens of the same row); a ``k`` that does not may merge the end
 of one frame with the start of the next. ``N`` must be a multiple of ``k``.
 
+**Temporal compression (video).** Tokens merged that way come from one frame.
+Merging each grid cell's tokens from ``kt`` *consecutive frames* instead
+(``temporal_compression=kt``, the idea of Qwen2-VL's temporal patches of two
+frames) gives every merged token a short movie of its cell: the first linear
+layer sees where the shape is in each of those frames, so *how it moves*
+becomes a property of single tokens, which a per-token MLP can compute,
+rather than a comparison between tokens 16 positions apart that the decoder
+must learn to make (chapter 7 measures the difference). Video tokens run
+``(frame, cell)``; with ``kt`` frames per group they become::
+
+    (B, T * P, D) --> (B, T/kt, P, kt * D)   token (g, p) = concat(x[g*kt, p], ..., x[g*kt + kt - 1, p])
+
+then ``token_compression`` merges consecutive tokens of the result as above.
+
 Parameters (weights and biases, closed form in :func:`projector_num_parameters`)::
 
-    linear_fc1: (input_size * k) * output_size + output_size
+    linear_fc1: (input_size * kt * k) * output_size + output_size
     linear_fc2:  output_size * output_size     + output_size
 
 The layers are named ``linear_fc1`` / ``linear_fc2`` like the MLP inside
@@ -68,6 +82,32 @@ def merge_tokens(x: torch.Tensor, token_compression: int) -> torch.Tensor:
     return x.reshape(batch, num_tokens // token_compression, token_compression * dim)  # (B, N/k, k*D)
 
 
+def merge_frames(x: torch.Tensor, temporal_compression: int, tokens_per_frame: int) -> torch.Tensor:
+    """Concatenate each grid cell's tokens from ``kt = temporal_compression`` consecutive frames.
+
+    Args:
+        x: ``(B, T * P, D)`` video tokens, frame by frame (``P = tokens_per_frame``); ``kt`` must divide ``T``.
+    Returns:
+        ``(B, (T // kt) * P, kt * D)``: token ``g * P + p`` is cell ``p`` in frames ``g*kt .. g*kt + kt - 1``.
+    """
+    if temporal_compression < 1 or tokens_per_frame < 1:
+        raise ValueError(f"temporal_compression and tokens_per_frame must be positive "
+                         f"(got {temporal_compression}, {tokens_per_frame})")
+    if x.dim() != 3:
+        raise ValueError(f"expected tokens of shape (B, N, D), got {tuple(x.shape)}")
+    batch, num_tokens, dim = x.shape
+    if num_tokens % tokens_per_frame or (num_tokens // tokens_per_frame) % temporal_compression:
+        raise ValueError(
+            f"cannot merge frames: {num_tokens} tokens are not whole frames of {tokens_per_frame} tokens in groups "
+            f"of temporal_compression={temporal_compression} frames; choose a temporal compression that divides "
+            "the number of frames"
+        )
+    groups = num_tokens // tokens_per_frame // temporal_compression
+    x = x.reshape(batch, groups, temporal_compression, tokens_per_frame, dim)  # (B, T/kt, kt, P, D)
+    x = x.transpose(2, 3)  # (B, T/kt, P, kt, D): each cell's kt frames side by side
+    return x.reshape(batch, groups * tokens_per_frame, temporal_compression * dim)  # (B, T/kt * P, kt*D)
+
+
 class ModalityProjector(nn.Module):
     """LLaVA-1.5 projector: optional token compression, then Linear(in*k, out) -> GELU -> Linear(out, out).
 
@@ -76,32 +116,46 @@ class ModalityProjector(nn.Module):
         output_size: width of the language model (``D``).
         token_compression: ``k``, consecutive tokens merged into one before the MLP (1 = off).
         projector_type: only ``"mlp2x_gelu"`` (see :data:`mimo_lib.config.PROJECTOR_TYPES`).
+        temporal_compression: ``kt``, video only: each cell's tokens from ``kt`` consecutive frames
+            merged first (1 = off); needs ``tokens_per_frame``.
+        tokens_per_frame: ``P``, video tokens per frame (``VisionTowerConfig.tokens_per_frame``).
 
-    Shapes: ``(B, N, input_size) -> (B, N // k, output_size)``.
+    Shapes: ``(B, N, input_size) -> (B, N // (kt * k), output_size)``.
     """
 
     def __init__(
-        self, input_size: int, output_size: int, token_compression: int = 1, projector_type: str = "mlp2x_gelu"
+        self,
+        input_size: int,
+        output_size: int,
+        token_compression: int = 1,
+        projector_type: str = "mlp2x_gelu",
+        temporal_compression: int = 1,
+        tokens_per_frame: int | None = None,
     ) -> None:
         super().__init__()
         if projector_type not in PROJECTOR_TYPES:
             raise ValueError(f"projector_type={projector_type!r} is not one of {PROJECTOR_TYPES}")
         if input_size < 1 or output_size < 1:
             raise ValueError(f"input_size and output_size must be positive (got {input_size}, {output_size})")
-        if token_compression < 1:
-            raise ValueError(f"token_compression must be at least 1 (got {token_compression})")
+        if token_compression < 1 or temporal_compression < 1:
+            raise ValueError(f"token_compression and temporal_compression must be at least 1 "
+                             f"(got {token_compression}, {temporal_compression})")
+        if temporal_compression > 1 and tokens_per_frame is None:
+            raise ValueError("temporal_compression > 1 needs tokens_per_frame (video tokens per frame)")
+        self.temporal_compression = temporal_compression
+        self.tokens_per_frame = tokens_per_frame
         self.input_size = input_size
         self.output_size = output_size
         self.token_compression = token_compression
         self.projector_type = projector_type
 
-        self.linear_fc1 = nn.Linear(input_size * token_compression, output_size)
+        self.linear_fc1 = nn.Linear(input_size * temporal_compression * token_compression, output_size)
         self.activation = nn.GELU()  # the exact (erf) GELU, as LLaVA's nn.GELU()
         self.linear_fc2 = nn.Linear(output_size, output_size)
 
     def num_output_tokens(self, num_input_tokens: int) -> int:
         """Decoder positions that ``num_input_tokens`` encoder tokens become."""
-        return num_input_tokens // self.token_compression
+        return num_input_tokens // (self.temporal_compression * self.token_compression)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3 or x.shape[-1] != self.input_size:
@@ -109,17 +163,24 @@ class ModalityProjector(nn.Module):
                 f"ModalityProjector expects encoder features of shape (B, N, {self.input_size}), "
                 f"got {tuple(x.shape)}; check that input_size matches the encoder's hidden size"
             )
-        x = merge_tokens(x, self.token_compression)  # (B, N/k, k*D_enc)
-        x = self.linear_fc1(x)  # (B, N/k, D)
-        x = self.activation(x)  # (B, N/k, D)
-        return self.linear_fc2(x)  # (B, N/k, D)
+        if self.temporal_compression > 1:
+            x = merge_frames(x, self.temporal_compression, self.tokens_per_frame)  # (B, N/kt, kt*D_enc)
+        x = merge_tokens(x, self.token_compression)  # (B, N', k*kt*D_enc) with N' = N/(kt*k)
+        x = self.linear_fc1(x)  # (B, N', D)
+        x = self.activation(x)  # (B, N', D)
+        return self.linear_fc2(x)  # (B, N', D)
 
     def extra_repr(self) -> str:
-        return f"projector_type={self.projector_type!r}, token_compression={self.token_compression}"
+        text = f"projector_type={self.projector_type!r}, token_compression={self.token_compression}"
+        if self.temporal_compression > 1:
+            text += f", temporal_compression={self.temporal_compression}"
+        return text
 
 
-def projector_num_parameters(input_size: int, output_size: int, token_compression: int = 1) -> int:
+def projector_num_parameters(
+    input_size: int, output_size: int, token_compression: int = 1, temporal_compression: int = 1
+) -> int:
     """Parameters of a :class:`ModalityProjector`, in closed form (weights plus biases of both layers)."""
-    first = input_size * token_compression * output_size + output_size  # linear_fc1
+    first = input_size * temporal_compression * token_compression * output_size + output_size  # linear_fc1
     second = output_size * output_size + output_size  # linear_fc2
     return first + second

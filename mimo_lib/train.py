@@ -102,21 +102,27 @@ from mimo_lib.evaluate import (
     evaluation_subset,
     synthetic_config_for,
 )
+from mimo_lib.feature_cache import TowerFeatureCache
 from mimo_lib.model import MIMOModel
 from mimo_lib.tokenizer import Tokenizer
 
 STAGES = ("align", "instruct")
+INSTRUCT_NUM_TURNS = 4
+#: Types a multi-turn training conversation may ask after its first question. ``both`` and ``time``
+#: are left out: an earlier answer ("The square is yellow.") would let the model read them off the text.
+FOLLOW_UP_TYPES = ("vision", "motion", "audio", CAPTION_TYPE)
 
 #: What each stage trains (``--freeze-*`` flags override), its default learning rate and question types.
 #: The learning rates are reasonable for the toy preset; they have not been tuned for larger ones.
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "align": {
         "freeze_vision_tower": True, "freeze_audio_tower": True, "freeze_projectors": False,
-        "freeze_language_model": True, "lr": 1e-3, "question_types": (CAPTION_TYPE,),
+        "freeze_language_model": True, "lr": 1e-3, "question_types": (CAPTION_TYPE,), "num_turns": 1,
     },
     "instruct": {
         "freeze_vision_tower": True, "freeze_audio_tower": True, "freeze_projectors": False,
         "freeze_language_model": False, "lr": 3e-4, "question_types": QUESTION_TYPES,
+        "num_turns": INSTRUCT_NUM_TURNS,
     },
 }
 FREEZE_FLAGS = {  # flag attribute -> MIMOModel.set_trainable name
@@ -127,7 +133,7 @@ FREEZE_FLAGS = {  # flag attribute -> MIMOModel.set_trainable name
 }
 #: Flags that change the arithmetic of training: resuming with other values is not an exact resume.
 RESUME_SENSITIVE = (
-    "data_path", "num_samples", "question_types", "micro_batch_size", "train_iters", "lr", "min_lr",
+    "data_path", "num_samples", "num_turns", "follow_up_types", "question_types", "micro_batch_size", "train_iters", "lr", "min_lr",
     "warmup_iters", "weight_decay", "seed",
 )
 DEFAULT_PRESET = "toy"
@@ -201,6 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--num-samples", type=int, default=4096, help="synthetic training set size (default: %(default)s)")
     data.add_argument(
+        "--num-turns", type=int, default=None,
+        help="synthetic: questions per training conversation (at most), the first of the sample's type, the "
+        f"others from --follow-up-types (more answers per rendered clip); default 1 for align, {INSTRUCT_NUM_TURNS} "
+        "for instruct. Evaluation always asks one question per clip",
+    )
+    data.add_argument(
+        "--follow-up-types", default=",".join(FOLLOW_UP_TYPES),
+        help="synthetic, with --num-turns > 1: comma list of question types later turns ask, each at most once "
+        "per conversation and only where the clip fits (default: %(default)s)",
+    )
+    data.add_argument(
         "--question-types", default=None,
         help=f"comma list of synthetic question types, from {', '.join(QUESTION_TYPES + (CAPTION_TYPE,))}; "
         f"default: '{CAPTION_TYPE}' for align, all of {','.join(QUESTION_TYPES)} for instruct",
@@ -225,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--warmup-iters", type=int, default=None, help="linear warmup steps; default 5%% of --train-iters")
     optim.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay on matrices (default: %(default)s, as LLaVA)")
     optim.add_argument("--seed", type=int, default=0, help="model init, data order and synthetic clips (default: %(default)s)")
+    optim.add_argument(
+        "--cache-tower-features", action=argparse.BooleanOptionalAction, default=True,
+        help="with both towers frozen, run them once per training clip and keep their outputs in memory "
+        "(mimo_lib.feature_cache; about 80 KB per toy clip) instead of every step (default: on)",
+    )
     optim.add_argument("--device", default="auto", help="'auto' (default: cuda if available, else cpu), 'cpu', 'cuda', ...")
 
     io = parser.add_argument_group("checkpoints and evaluation")
@@ -375,14 +397,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     # ---- data
     if args.data_path != "synthetic":
-        if args.question_types is not None:
-            parser.error("--question-types only applies to --data-path synthetic (a folder has its own questions)")
+        for flag in ("question_types", "num_turns"):
+            if getattr(args, flag) is not None:
+                parser.error(f"--{flag.replace('_', '-')} only applies to --data-path synthetic (a folder has its own questions)")
         try:
             load_annotations(args.data_path)  # reads and checks the annotation file (media existence included)
         except MimoInputError as error:
             parser.error(f"--data-path: {error}")
         args.question_types = None
+        args.num_turns, args.follow_up_types = 1, None
     else:
+        args.num_turns = defaults["num_turns"] if args.num_turns is None else args.num_turns
+        if args.num_turns < 1:
+            parser.error(f"--num-turns must be at least 1 (got {args.num_turns})")
+        follow_ups = [t.strip() for t in args.follow_up_types.split(",") if t.strip()]
+        unknown = [t for t in follow_ups if t not in QUESTION_TYPES + (CAPTION_TYPE,)]
+        if unknown:
+            parser.error(f"--follow-up-types: unknown {unknown}; choose from {', '.join(QUESTION_TYPES + (CAPTION_TYPE,))}")
+        args.follow_up_types = follow_ups if args.num_turns > 1 else None
         types = defaults["question_types"] if args.question_types is None else tuple(
             t.strip() for t in args.question_types.split(",") if t.strip()
         )
@@ -398,7 +430,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"the synthetic data cannot be rendered for this model: {error}")
 
     # ---- does a sample fit the language model once its placeholders are expanded?
-    text, needed = longest_sample(args.data_path, config, args.num_samples, args.seed, args.question_types)
+    text, needed = longest_sample(
+        args.data_path, config, args.num_samples, args.seed, args.question_types, args.num_turns, args.follow_up_types
+    )
     if needed > config.language_model.max_sequence_length:
         parser.error(
             f"a training sample needs {needed} decoder positions ({text} text tokens + {config.num_video_tokens} "
@@ -450,7 +484,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def longest_sample(
-    data_path: str, config: MIMOConfig, num_samples: int, seed: int, question_types: list[str] | None
+    data_path: str, config: MIMOConfig, num_samples: int, seed: int, question_types: list[str] | None,
+    num_turns: int = 1, follow_up_types: list[str] | None = None,
 ) -> tuple[int, int]:
     """``(text tokens, decoder positions)`` of the longest sample: all of a folder's, or a few synthetic ones.
 
@@ -463,8 +498,11 @@ def longest_sample(
 
         synthetic = synthetic_config_for(config)
         conversations = [
-            make_sample([seed, i], question_types[i % len(question_types)], synthetic).conversations
-            for i in range(min(num_samples, 4 * len(question_types)))
+            make_sample(
+                [seed, i], question_types[i % len(question_types)], synthetic, num_turns,
+                follow_up_types=follow_up_types,
+            ).conversations
+            for i in range(min(num_samples, (4 if num_turns == 1 else 16) * len(question_types)))
         ]
     else:
         conversations = [a.conversations for a in load_annotations(data_path)]
@@ -585,10 +623,14 @@ def move_batch(batch: dict, device: str) -> dict:
 
 
 def training_loss(model: MIMOModel, batch: dict) -> tuple[torch.Tensor, int]:
-    """Mean answer-token loss of one batch, and the number of decoder positions it processed."""
+    """Mean answer-token loss of one batch, and the number of decoder positions it processed.
+
+    The batch carries media (``video``, ``audio``) or, from a :class:`TowerFeatureCache`, tower outputs
+    (``video_features``, ``audio_features``).
+    """
     out = model(
-        batch["input_ids"], batch["video"], batch["audio"], batch["labels"], batch["attention_mask"],
-        sample_ids=batch["id"],
+        batch["input_ids"], batch.get("video"), batch.get("audio"), batch["labels"], batch["attention_mask"],
+        sample_ids=batch["id"], video_features=batch.get("video_features"), audio_features=batch.get("audio_features"),
     )
     return out.loss, int(out.combined.attention_mask.sum())
 
@@ -666,7 +708,10 @@ def train(args: argparse.Namespace) -> TrainResult:
         )
 
     # ---- data
-    train_set = build_dataset(args.data_path, config, tokenizer, args.num_samples, args.seed, args.question_types)
+    train_set = build_dataset(
+        args.data_path, config, tokenizer, args.num_samples, args.seed, args.question_types, args.num_turns,
+        args.follow_up_types,
+    )
     eval_set = None
     if args.eval_samples > 0:
         held_out = build_dataset(
@@ -680,6 +725,11 @@ def train(args: argparse.Namespace) -> TrainResult:
     model = build_model(args).to(args.device)
     model.set_trainable(**{component: not getattr(args, flag) for flag, component in FREEZE_FLAGS.items()})
     optimizer, parameter_names = make_optimizer(model, args.lr, args.weight_decay)
+    started = time.perf_counter()  # elapsed_s counts from here: encoding the clips below is part of the run
+    cache = None
+    if args.cache_tower_features and args.freeze_vision_tower and args.freeze_audio_tower:
+        cache = TowerFeatureCache(model, train_set, tokenizer.pad_id, device=args.device)
+        cache.fill()
     schedule = WarmupCosineSchedule(args.lr, args.min_lr, args.warmup_iters, args.train_iters)
     sampler = DataSampler(len(train_set), args.seed)
     metrics: list[dict[str, Any]] = []
@@ -726,7 +776,6 @@ def train(args: argparse.Namespace) -> TrainResult:
     last_checkpoint: Path | None = args.load if args.mode == "resume" else None
     saved_step: int | None = None  # the last step saved into --save by this process
     elapsed_before = metrics[-1]["elapsed_s"] if metrics else 0.0
-    started = time.perf_counter()
     trainable_params = [p for p in model.parameters() if p.requires_grad]
     bar = tqdm(total=args.train_iters, initial=start_step, desc=args.stage, unit="step", dynamic_ncols=True)
     try:
@@ -736,8 +785,11 @@ def train(args: argparse.Namespace) -> TrainResult:
                 lr = schedule(step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                samples = [train_set[i] for i in sampler.next_indices(args.micro_batch_size)]
-                batch = move_batch(collate_av_batch(samples, tokenizer.pad_id), args.device)
+                indices = sampler.next_indices(args.micro_batch_size)
+                if cache is not None:  # frozen towers: their outputs, computed once per clip
+                    batch = move_batch(cache.batch(indices), args.device)
+                else:
+                    batch = move_batch(collate_av_batch([train_set[i] for i in indices], tokenizer.pad_id), args.device)
 
                 try:
                     loss, tokens = training_loss(model, batch)

@@ -26,7 +26,9 @@ def test_presets_round_trip_through_dict(name):
 def test_token_counts_of_the_toy_preset():
     config = get_preset("toy")
     # 64x64 frames, 8x8 patches -> 8x8 grid, pooled 2x2 -> 16 tokens a frame, 8 frames
-    assert config.vision.tokens_per_frame == 16 and config.num_video_tokens == 128
+    assert config.vision.tokens_per_frame == 16 and config.vision.num_tokens == 128
+    # the projector merges each cell's 8 frames into one token: 16 decoder positions a clip
+    assert config.projector.vision_temporal_compression == 8 and config.num_video_tokens == 16
     # 1 s -> 100 log-mel frames -> stride 2 -> 50 positions -> pooled to 25
     assert config.audio.encoder_seq_len == 50 and config.num_audio_tokens == 25
     compressed = MIMOConfig(projector=ProjectorConfig(vision_token_compression=4, audio_token_compression=5))
@@ -75,3 +77,12 @@ def test_conv_stem_needs_a_power_of_two_patch():
         VisionTowerConfig(patch_embedding_type="conv", image_size=48, patch_size=12)
     with pytest.raises(ValueError, match="hf-clip checkpoints use CLIP's linear patch embedding"):
         VisionTowerConfig(backbone_type="hf-clip", patch_embedding_type="conv")
+
+
+def test_temporal_compression_must_divide_the_frames():
+    with pytest.raises(ValueError, match="vision_temporal_compression 3 must divide num_frames 8"):
+        MIMOConfig(projector=ProjectorConfig(vision_temporal_compression=3))
+    both = MIMOConfig(projector=ProjectorConfig(vision_temporal_compression=2, vision_token_compression=4))
+    assert both.num_video_tokens == 128 // 8
+    with pytest.raises(ValueError, match="vision_token_compression 3 must divide the 64 video tokens"):
+        MIMOConfig(projector=ProjectorConfig(vision_temporal_compression=2, vision_token_compression=3))

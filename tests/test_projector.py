@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from mimo_lib.config import MIMOConfig, ProjectorConfig
-from mimo_lib.projector import ModalityProjector, merge_tokens, projector_num_parameters
+from mimo_lib.config import MIMOConfig, ProjectorConfig, get_preset
+from mimo_lib.model import MIMOModel
+from mimo_lib.projector import ModalityProjector, merge_frames, merge_tokens, projector_num_parameters
 
 
 @pytest.mark.parametrize("k", [1, 2, 4])
@@ -122,3 +123,46 @@ def test_bad_arguments():
         ModalityProjector(4, 4, token_compression=0)
     with pytest.raises(ValueError, match="positive"):
         ModalityProjector(0, 4)
+
+
+def test_merge_frames_puts_each_cells_frames_side_by_side():
+    batch, frames, cells, dim, kt = 2, 4, 3, 5, 2
+    x = torch.randn(batch, frames * cells, dim)  # frame-major: token t * cells + p
+    merged = merge_frames(x, kt, cells)
+    assert merged.shape == (batch, frames // kt * cells, kt * dim)
+    for g in range(frames // kt):
+        for p in range(cells):
+            expected = torch.cat([x[:, (g * kt + j) * cells + p] for j in range(kt)], dim=-1)
+            assert torch.equal(merged[:, g * cells + p], expected)
+
+
+def test_merge_frames_rejects_partial_groups():
+    with pytest.raises(ValueError, match="divides the number of frames"):
+        merge_frames(torch.zeros(1, 3 * 4, 2), 2, 4)  # 3 frames cannot be grouped by 2
+    with pytest.raises(ValueError, match="tokens_per_frame"):
+        ModalityProjector(4, 6, temporal_compression=2)
+
+
+def test_temporal_projector_shape_parameters_and_locality():
+    torch.manual_seed(4)
+    projector = ModalityProjector(4, 6, temporal_compression=2, tokens_per_frame=3)
+    assert sum(p.numel() for p in projector.parameters()) == projector_num_parameters(4, 6, 1, 2)
+    x = torch.randn(1, 4 * 3, 4)  # 4 frames of 3 tokens
+    y = x.clone()
+    y[0, 3 * 3 + 1] += 1.0  # frame 3, cell 1: belongs to frame group 1, cell 1 -> output token 1 * 3 + 1
+    out = projector(x)
+    assert out.shape == (1, 2 * 3, 6)
+    changed = (out - projector(y)).abs().sum(-1)[0] > 0
+    assert changed.tolist() == [False, False, False, False, True, False]
+
+
+def test_toy_video_tokens_each_see_every_frame():
+    config = get_preset("toy")
+    model = MIMOModel(config).eval()
+    features = torch.randn(1, config.vision.num_tokens, config.vision.hidden_size)
+    changed_frame = features.clone()
+    changed_frame[0, 7 * config.vision.tokens_per_frame + 5] += 1.0  # last frame, cell 5
+    with torch.no_grad():
+        diff = (model.vision_projector(features) - model.vision_projector(changed_frame)).abs().sum(-1)[0]
+    assert diff.shape == (config.num_video_tokens,)
+    assert torch.nonzero(diff).flatten().tolist() == [5]  # only cell 5's token, which holds all 8 frames

@@ -18,6 +18,7 @@ from mimo_lib.data.synthetic import (
     QUESTION_TYPES,
     SHAPES,
     SyntheticConfig,
+    ask,
     dominant_frequency,
     make_clip,
     make_sample,
@@ -106,6 +107,40 @@ def test_placeholders_lead_the_first_question_only():
     assert sample.conversations[0]["value"].startswith("<video>\n<audio>\n")
     assert all("<video>" not in t["value"] for t in sample.conversations[1:])
     assert [t["from"] for t in sample.conversations] == ["human", "gpt"] * 3
+
+
+FOLLOW_UPS = ("vision", "motion", "audio", CAPTION_TYPE)
+
+
+@pytest.mark.parametrize("question_type", QUESTION_TYPES)
+def test_follow_up_turns_ask_other_fitting_types_once_each(question_type):
+    for seed in range(20):
+        sample = make_sample([seed], question_type, num_turns=4, follow_up_types=FOLLOW_UPS)
+        questions = [t["value"] for t in sample.conversations[0::2]]
+        answers = [t["value"] for t in sample.conversations[1::2]]
+        assert sample.question_type == question_type
+        # every turn is a question of a fitting type, answered as ask() answers that type on this clip
+        asked = [question_type]
+        for question, answer in zip(questions[1:], answers[1:]):
+            fitting = [t for t in FOLLOW_UPS if t != question_type and t not in asked
+                       and (t == CAPTION_TYPE or (t == "time") == (question_type == "time"))]
+            matches = [t for t in fitting if _answers_as(sample.clip.events, t, question, answer)]
+            assert matches, f"seed {seed}: {question!r} -> {answer!r} is none of {fitting}"
+            asked.append(matches[0])
+        assert len(set(asked)) == len(asked)  # no type twice
+        expected_turns = 2 if question_type == "time" else 4  # a two-event clip only fits a caption after it
+        assert len(questions) == expected_turns
+
+
+def _answers_as(events, question_type, question, answer) -> bool:
+    """Does some draw of ask(events, question_type) give exactly this question and answer?"""
+    return any(ask(events, question_type, np.random.default_rng(k)) == (question, answer) for k in range(200))
+
+
+def test_without_follow_up_types_every_turn_has_the_first_type():
+    sample = make_sample(5, "motion", num_turns=3)
+    motion = make_sample(5, "motion").clip.events[0].motion
+    assert [t["value"] for t in sample.conversations[1::2]] == [f"It {motion_phrase(motion)}."] * 3
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -295,7 +295,10 @@ class SyntheticAVDataset(Dataset):
     """``num_samples`` synthetic clips with conversations, rendered on demand.
 
     Sample ``i`` is a pure function of ``(seed, i)``; question types cycle
-    through ``question_types`` so every type is equally common.
+    through ``question_types`` so every type is equally common. With
+    ``num_turns > 1`` each conversation asks more questions about its clip:
+    of the same type, or, with ``follow_up_types``, of other types the clip
+    can answer (see :func:`~mimo_lib.data.synthetic.make_sample`).
     """
 
     def __init__(
@@ -306,6 +309,7 @@ class SyntheticAVDataset(Dataset):
         question_types: Sequence[str] = QUESTION_TYPES,
         num_turns: int = 1,
         tokenizer: Tokenizer | None = None,
+        follow_up_types: Sequence[str] | None = None,
     ) -> None:
         if num_samples < 1:
             raise ValueError(f"num_samples must be positive (got {num_samples})")
@@ -317,6 +321,7 @@ class SyntheticAVDataset(Dataset):
         self.question_types = tuple(question_types)
         self.num_turns = num_turns
         self.tokenizer = tokenizer
+        self.follow_up_types = None if follow_up_types is None else tuple(follow_up_types)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -326,7 +331,8 @@ class SyntheticAVDataset(Dataset):
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
         question_type = self.question_types[index % len(self.question_types)]
         s = make_sample(
-            [self.seed, index], question_type, self.config, self.num_turns, sample_id=f"synthetic-{self.seed}-{index}"
+            [self.seed, index], question_type, self.config, self.num_turns,
+            sample_id=f"synthetic-{self.seed}-{index}", follow_up_types=self.follow_up_types,
         )
         sample = {
             "id": s.sample_id,

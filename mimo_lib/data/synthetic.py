@@ -379,18 +379,42 @@ def make_sample(
     config: SyntheticConfig | None = None,
     num_turns: int = 1,
     sample_id: str | None = None,
+    follow_up_types: Sequence[str] | None = None,
 ) -> SyntheticSample:
-    """A clip and a conversation of ``num_turns`` questions of ``question_type`` about it."""
-    if question_type not in QUESTION_TYPES + (CAPTION_TYPE,):
-        raise ValueError(f"unknown question type {question_type!r}; expected one of {QUESTION_TYPES + (CAPTION_TYPE,)}")
+    """A clip and a conversation of up to ``num_turns`` questions about it.
+
+    The first question is of ``question_type``. Without ``follow_up_types``
+    the others are of the same type (``num_turns`` in all). With them, each
+    later turn asks a type from ``follow_up_types`` that the clip can answer
+    (``time`` needs a two-event clip, the other one-event types a one-event
+    clip; ``caption`` fits both) and that was not asked yet, in random order;
+    the conversation ends early when no such type is left. Training on such
+    conversations gives several answers per rendered clip; the sample's
+    ``question_type`` stays the first question's, which evaluation scores.
+    Keep ``both`` and ``time`` out of ``follow_up_types``: an earlier answer
+    ("The square is yellow.") would give them away.
+    """
+    known = QUESTION_TYPES + (CAPTION_TYPE,)
+    for t in [question_type, *(follow_up_types or ())]:
+        if t not in known:
+            raise ValueError(f"unknown question type {t!r}; expected one of {known}")
     if num_turns < 1:
         raise ValueError(f"num_turns must be at least 1 (got {num_turns})")
     seed_seq = list(np.atleast_1d(seed))
-    clip = make_clip(seed_seq, config, two_events=question_type == "time", clip_id=sample_id)
+    two_events = question_type == "time"
+    clip = make_clip(seed_seq, config, two_events=two_events, clip_id=sample_id)
     rng = np.random.default_rng(seed_seq + [7919])  # questions get their own stream
+    asked = [question_type]
+    if follow_up_types is None:
+        asked += [question_type] * (num_turns - 1)
+    else:
+        fitting = [t for t in dict.fromkeys(follow_up_types) if t == CAPTION_TYPE or (t == "time") == two_events]
+        fresh = [t for t in fitting if t != question_type]
+        order = rng.permutation(len(fresh)) if fresh else []
+        asked += [fresh[int(k)] for k in order][: num_turns - 1]
     turns: list[dict[str, str]] = []
-    for turn in range(num_turns):
-        question, answer = ask(clip.events, question_type, rng)
+    for turn, asked_type in enumerate(asked):
+        question, answer = ask(clip.events, asked_type, rng)
         if turn == 0:
             question = "<video>\n<audio>\n" + question
         turns += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]

@@ -1,0 +1,155 @@
+"""The whole training recipe of chapter 7, timed: towers, align, instruct, then evaluation.
+
+    python benchmarks/recipe.py                     # everything from scratch (about half an hour on 2 CPU cores)
+    python benchmarks/recipe.py --shipped-towers    # start from the committed towers (their recorded times are used)
+    python benchmarks/recipe.py --publish           # also copy the final model to mimo_lib/pretrained/mimo_toy
+
+Each stage runs as its own process, with the same commands a reader types
+(printed before each stage), so what is measured is what a user gets:
+
+1. ``python -m mimo_lib.pretrain_towers``: contrastive pretraining of the vision and audio towers;
+2. ``python -m mimo_lib.train --stage align``: projectors only, on captions;
+3. ``python -m mimo_lib.train --stage instruct --load ALIGN``: projectors and decoder, on questions,
+   evaluated on held-out clips every ``--eval-interval`` steps;
+4. ``python -m mimo_lib.evaluate``: exact match per question type, with the ablations.
+
+It prints the wall time of each stage, the accuracy-versus-minutes curve
+(minutes since the recipe started, evaluation pauses included) and the
+ablation table, and writes ``OUT/recipe.json`` and ``OUT/accuracy_vs_minutes.png``.
+Nothing is asserted: the numbers belong to the machine that made them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mimo_lib.pretrain_towers import read_metadata, shipped_checkpoint  # noqa: E402
+
+#: The recipe. Steps and learning rates for the toy preset; see chapter 7 for why each is what it is.
+RECIPE = {
+    "tower_pretraining": {"vision_steps": 1000, "audio_steps": 300, "batch_size": 32},
+    "align": {"train_iters": 300, "micro_batch_size": 32, "lr": 1e-3, "num_samples": 4096},
+    "instruct": {"train_iters": 1500, "micro_batch_size": 32, "lr": 1e-3, "num_samples": 8192, "num_turns": 4},
+}
+PUBLISHED_MODEL = REPO / "mimo_lib" / "pretrained" / "mimo_toy"
+
+
+def run(command: list[str]) -> float:
+    """Run ``python -m ...`` in the repository, echoing the command; return its wall time in seconds."""
+    print("\n$ python " + " ".join(command), flush=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, *command], cwd=REPO, check=True)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/recipe"), help="folder for every stage's output")
+    parser.add_argument("--shipped-towers", action="store_true", help="skip tower pretraining: use the committed towers")
+    parser.add_argument("--eval-interval", type=int, default=250, help="instruct steps between held-out evaluations")
+    parser.add_argument("--eval-samples", type=int, default=200, help="held-out clips per evaluation during instruct")
+    parser.add_argument("--final-eval-samples", type=int, default=500, help="held-out clips for the final table")
+    parser.add_argument("--publish", action="store_true", help=f"copy the final model to {PUBLISHED_MODEL}")
+    args = parser.parse_args(argv)
+    out = args.out.resolve()
+    if out.exists() and any(out.iterdir()):
+        parser.error(f"--out {args.out} is not empty: give a new folder (nothing is overwritten)")
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+
+    # 1. towers
+    towers = RECIPE["tower_pretraining"]
+    if args.shipped_towers:
+        vision, audio = shipped_checkpoint("vision"), shipped_checkpoint("audio")
+        for name, path in (("vision", vision), ("audio", audio)):
+            recorded = json.loads(read_metadata(path)["extra"])
+            seconds[f"{name} tower (recorded)"] = 60 * recorded["train_minutes"]
+            print(f"{name} tower: shipped {path.name}, {recorded['steps']} steps in {recorded['train_minutes']} min "
+                  f"when it was made (training loop only)")
+    else:
+        for name in ("vision", "audio"):
+            seconds[f"{name} tower"] = run([
+                "-m", "mimo_lib.pretrain_towers", "--modality", name, "--steps", str(towers[f"{name}_steps"]),
+                "--batch-size", str(towers["batch_size"]), "--out", str(out / "towers"),
+            ])
+        vision, audio = out / "towers" / "vision_tower_toy.safetensors", out / "towers" / "audio_tower_toy.safetensors"
+
+    # 2. align, 3. instruct
+    align, instruct = RECIPE["align"], RECIPE["instruct"]
+    seconds["align"] = run([
+        "-m", "mimo_lib.train", "--preset", "toy", "--stage", "align", "--vision-tower-checkpoint", str(vision),
+        "--audio-tower-checkpoint", str(audio), "--train-iters", str(align["train_iters"]),
+        "--micro-batch-size", str(align["micro_batch_size"]), "--lr", str(align["lr"]),
+        "--num-samples", str(align["num_samples"]), "--eval-samples", "0", "--save", str(out / "align"),
+    ])
+    before_instruct = sum(seconds.values())
+    seconds["instruct"] = run([
+        "-m", "mimo_lib.train", "--stage", "instruct", "--load", str(out / "align"),
+        "--train-iters", str(instruct["train_iters"]), "--micro-batch-size", str(instruct["micro_batch_size"]),
+        "--lr", str(instruct["lr"]), "--num-samples", str(instruct["num_samples"]),
+        "--num-turns", str(instruct["num_turns"]), "--eval-interval", str(args.eval_interval),
+        "--eval-samples", str(args.eval_samples), "--save", str(out / "instruct"),
+    ])
+
+    # 4. the final table
+    table_file = out / "evaluation.txt"
+    start = time.perf_counter()
+    print(f"\n$ python -m mimo_lib.evaluate --load {out / 'instruct'} --num-samples {args.final_eval_samples}")
+    table = subprocess.run(
+        [sys.executable, "-m", "mimo_lib.evaluate", "--load", str(out / "instruct"),
+         "--num-samples", str(args.final_eval_samples)],
+        cwd=REPO, check=True, capture_output=True, text=True,
+    ).stdout
+    table_file.write_text(table)
+    evaluation_s = time.perf_counter() - start
+
+    # the curve: held-out accuracy at each evaluation step, against minutes since the recipe started
+    records = [json.loads(line) for line in (out / "instruct" / "metrics.jsonl").read_text().splitlines()]
+    curve = [
+        {"step": r["step"], "minutes": round((before_instruct + r["elapsed_s"]) / 60, 2), **r["eval"]}
+        for r in records if "eval" in r
+    ]
+    total = sum(seconds.values())
+    print("\n== wall time per stage ==")
+    for name, s in seconds.items():
+        print(f"{name:<24} {s / 60:6.1f} min")
+    print(f"{'recipe in all':<24} {total / 60:6.1f} min   (+ {evaluation_s / 60:.1f} min for the final table)")
+    print("\n== held-out exact match during instruct, against minutes since the recipe started ==")
+    columns = [k for k in curve[0] if k not in ("step", "minutes")]
+    print("  ".join(["step".rjust(5), "minutes".rjust(7)] + [c.rjust(6) for c in columns]))
+    for point in curve:
+        print("  ".join([str(point["step"]).rjust(5), f"{point['minutes']:7.1f}"]
+                        + [f"{point[c]:6.2f}" for c in columns]))
+    print(f"\n== final evaluation ({args.final_eval_samples} held-out clips) ==\n{table}")
+
+    summary = {"recipe": RECIPE, "shipped_towers": args.shipped_towers, "seconds": seconds,
+               "total_minutes": round(total / 60, 2), "curve": curve, "final_table": table}
+    (out / "recipe.json").write_text(json.dumps(summary, indent=2))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from mimo_lib.plotting import plot_accuracy_curve
+
+        plot_accuracy_curve(curve).figure.savefig(out / "accuracy_vs_minutes.png", dpi=120, bbox_inches="tight")
+    except ImportError as error:  # the plot is a convenience; the numbers are already printed
+        print(f"(no plot: {error})")
+    if args.publish:
+        if PUBLISHED_MODEL.exists():
+            shutil.rmtree(PUBLISHED_MODEL)
+        shutil.copytree(out / "instruct" / "final", PUBLISHED_MODEL)
+        (PUBLISHED_MODEL / "recipe.json").write_text(json.dumps(summary, indent=2))
+        print(f"published the final model to {PUBLISHED_MODEL}")
+
+
+if __name__ == "__main__":
+    main()
