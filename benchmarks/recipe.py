@@ -37,8 +37,14 @@ from mimo_lib.pretrain_towers import read_metadata, shipped_checkpoint  # noqa: 
 #: The recipe. Steps and learning rates for the toy preset; see chapter 7 for why each is what it is.
 RECIPE = {
     "tower_pretraining": {"vision_steps": 1000, "audio_steps": 300, "batch_size": 32},
-    "align": {"train_iters": 300, "micro_batch_size": 32, "lr": 1e-3, "num_samples": 4096},
-    "instruct": {"train_iters": 1500, "micro_batch_size": 32, "lr": 1e-3, "num_samples": 8192, "num_turns": 4},
+    "align": {"train_iters": 200, "micro_batch_size": 32, "lr": 1e-3, "num_samples": 2048},
+    "instruct": {
+        "train_iters": 5000, "micro_batch_size": 32, "lr": 1e-3, "min_lr": 3e-4, "weight_decay": 0.1,
+        "num_samples": 16384, "num_turns": 4,
+        # first questions: half are the yes/no "both" questions, by far the slowest to learn (the
+        # single-attribute types also come up as follow-up turns of every one-event clip)
+        "question_types": "vision,motion,audio,both,both,both,both,time",
+    },
 }
 PUBLISHED_MODEL = REPO / "mimo_lib" / "pretrained" / "mimo_toy"
 
@@ -55,8 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/recipe"), help="folder for every stage's output")
     parser.add_argument("--shipped-towers", action="store_true", help="skip tower pretraining: use the committed towers")
-    parser.add_argument("--eval-interval", type=int, default=250, help="instruct steps between held-out evaluations")
-    parser.add_argument("--eval-samples", type=int, default=200, help="held-out clips per evaluation during instruct")
+    parser.add_argument("--eval-interval", type=int, default=500, help="instruct steps between held-out evaluations")
+    parser.add_argument("--eval-samples", type=int, default=350, help="held-out clips per evaluation during instruct")
     parser.add_argument("--final-eval-samples", type=int, default=500, help="held-out clips for the final table")
     parser.add_argument("--publish", action="store_true", help=f"copy the final model to {PUBLISHED_MODEL}")
     args = parser.parse_args(argv)
@@ -95,8 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     seconds["instruct"] = run([
         "-m", "mimo_lib.train", "--stage", "instruct", "--load", str(out / "align"),
         "--train-iters", str(instruct["train_iters"]), "--micro-batch-size", str(instruct["micro_batch_size"]),
-        "--lr", str(instruct["lr"]), "--num-samples", str(instruct["num_samples"]),
-        "--num-turns", str(instruct["num_turns"]), "--eval-interval", str(args.eval_interval),
+        "--lr", str(instruct["lr"]), "--min-lr", str(instruct["min_lr"]), "--num-samples", str(instruct["num_samples"]),
+        "--num-turns", str(instruct["num_turns"]), "--weight-decay", str(instruct["weight_decay"]),
+        "--question-types", instruct["question_types"], "--eval-interval", str(args.eval_interval),
         "--eval-samples", str(args.eval_samples), "--save", str(out / "instruct"),
     ])
 

@@ -106,7 +106,10 @@ def test_help_documents_every_flag(capsys):
         (["--freeze-projectors"], "every component is frozen"),
         (["--vision-backbone-type", "hf-clip"], "needs --hf-vision-path"),
         (["--vision-tower-checkpoint", "/no/tower.safetensors"], "not found"),
-        (["--num-frames", "64"], "max_sequence_length is 512"),
+        (["--num-frames", "256"], "max_sequence_length is 512"),  # 256 frames x 16 cells / 8 merged = 512 video tokens
+        (["--num-turns", "0"], "--num-turns must be at least 1"),
+        (["--follow-up-types", "vision,taste"], "--follow-up-types: unknown ['taste']"),
+        (["--data-path", "data_samples", "--num-turns", "2"], "--num-turns only applies to --data-path synthetic"),
     ],
 )
 def test_bad_command_lines_fail_before_any_work(argv, message, capsys, tmp_path, monkeypatch):
@@ -329,3 +332,27 @@ def test_generate_answers_about_a_clip(tiny_model_folder, capsys):
     assert capsys.readouterr().out.endswith("\n")
     assert generate.main(["--load", str(tiny_model_folder), "--video", "/no/clip.mp4", "--prompt", "Hi?"]) == 1
     assert "/no/clip.mp4" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- multi-turn data and the feature cache
+
+def test_instruct_defaults_to_four_turn_conversations_with_follow_ups(tiny_json):
+    args = train.parse_args(tiny_args(tiny_json, "--stage", "instruct"))
+    assert args.num_turns == train.INSTRUCT_NUM_TURNS == 4
+    assert args.follow_up_types == list(train.FOLLOW_UP_TYPES)
+    assert "both" not in args.follow_up_types and "time" not in args.follow_up_types  # would be given away
+    align = train.parse_args(tiny_args(tiny_json, "--stage", "align"))
+    assert align.num_turns == 1 and align.follow_up_types is None
+
+
+def test_the_feature_cache_changes_no_number(tiny_json, tmp_path):
+    """Frozen towers: cached tower outputs train bitwise like running the towers every step."""
+    common = ("--stage", "instruct", "--train-iters", "3", "--micro-batch-size", "4", "--eval-samples", "0")
+    cached = train.train(train.parse_args(tiny_args(tiny_json, *common, "--save", str(tmp_path / "a"))))
+    uncached = train.train(train.parse_args(
+        tiny_args(tiny_json, *common, "--no-cache-tower-features", "--save", str(tmp_path / "b"))
+    ))
+    for a, b in zip(cached.metrics, uncached.metrics):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+    for name, tensor in cached.model.state_dict().items():
+        torch.testing.assert_close(tensor, uncached.model.state_dict()[name], rtol=1e-4, atol=1e-6)

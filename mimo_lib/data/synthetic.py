@@ -481,6 +481,9 @@ TIME_SHAPE_QUESTIONS = (
     "Which shape is on screen while the {instrument} plays?",
     "What do you see while the {instrument} is playing?",
 )
+#: Which attribute a false "both" claim changes, drawn uniformly from this tuple: half the time the
+#: one heard (the instrument), half the time one of the three seen.
+FALSE_CLAIM_ATTRIBUTES = ("instrument", "instrument", "colour", "shape", "motion")
 CAPTION_QUESTIONS = ("Describe what you see and hear.", "What happens in this clip?", "Describe the clip.")
 
 
@@ -526,7 +529,7 @@ def ask(events: Sequence[Event], question_type: str, rng: np.random.Generator) -
         claim = {"instrument": e.instrument, "colour": e.colour, "shape": e.shape, "motion": e.motion}
         truthful = rng.random() < 0.5
         if not truthful:
-            attribute = pick(("instrument", "instrument", "colour", "shape", "motion"))  # half heard, half seen
+            attribute = pick(FALSE_CLAIM_ATTRIBUTES)
             choices = {"instrument": INSTRUMENTS, "colour": tuple(COLOURS), "shape": SHAPES, "motion": MOTIONS}
             claim[attribute] = pick([v for v in choices[attribute] if v != claim[attribute]])
         question = pick(BOTH_QUESTIONS).format(
