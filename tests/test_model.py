@@ -126,7 +126,10 @@ def test_parameter_count_matches_the_closed_form(preset):
     expected = (
         vision_tower_num_parameters(config.vision)
         + audio_tower_num_parameters(config.audio)
-        + projector_num_parameters(config.vision.hidden_size, width, config.projector.vision_token_compression)
+        + projector_num_parameters(
+            config.vision.hidden_size, width, config.projector.vision_token_compression,
+            config.projector.vision_temporal_compression,
+        )
         + projector_num_parameters(config.audio.hidden_size, width, config.projector.audio_token_compression)
         + language_model_num_parameters(config.language_model)
     )
