@@ -75,19 +75,22 @@ def build_dataset(
     question_types: Sequence[str] | None = None,
     num_turns: int = 1,
     follow_up_types: Sequence[str] | None = None,
+    false_claim_attributes: Sequence[str] | None = None,
 ) -> Dataset:
     """The data ``config``'s model reads: frames, image size, clip length and sample rate fitted to it.
 
     ``"synthetic"``: ``num_samples`` clips rendered from ``seed`` (question types cycling through
     ``question_types``), each with up to ``num_turns`` questions: the first of the sample's type,
-    the others of ``follow_up_types`` (see :func:`~mimo_lib.data.synthetic.make_sample`). A folder: all its samples (``num_samples`` and ``seed`` are not used; take the
-    first few for evaluation with :func:`evaluation_subset`).
+    the others of ``follow_up_types`` (see :func:`~mimo_lib.data.synthetic.make_sample`); false
+    ``both`` claims change an attribute drawn from ``false_claim_attributes`` (default: the task's).
+    A folder: all its samples (``num_samples`` and ``seed`` are not used; take the first few for
+    evaluation with :func:`evaluation_subset`).
     """
     if str(data_path) == "synthetic":
         return SyntheticAVDataset(
             num_samples, seed=seed, config=synthetic_config_for(config),
             question_types=tuple(question_types or QUESTION_TYPES), tokenizer=tokenizer, num_turns=num_turns,
-            follow_up_types=follow_up_types,
+            follow_up_types=follow_up_types, false_claim_attributes=false_claim_attributes,
         )
     return AVFolderDataset(
         data_path,

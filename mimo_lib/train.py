@@ -93,7 +93,7 @@ from mimo_lib.checkpoint import (
 from mimo_lib.config import AUDIO_BACKBONES, PRESETS, VISION_BACKBONES, MIMOConfig, get_preset
 from mimo_lib.data.conversation import encode_conversation
 from mimo_lib.data.dataset import collate_av_batch, load_annotations
-from mimo_lib.data.synthetic import CAPTION_TYPE, QUESTION_TYPES
+from mimo_lib.data.synthetic import CAPTION_TYPE, FALSE_CLAIM_ATTRIBUTES, QUESTION_TYPES
 from mimo_lib.errors import MimoInputError
 from mimo_lib.evaluate import (
     HELD_OUT_SEED_OFFSET,
@@ -133,7 +133,7 @@ FREEZE_FLAGS = {  # flag attribute -> MIMOModel.set_trainable name
 }
 #: Flags that change the arithmetic of training: resuming with other values is not an exact resume.
 RESUME_SENSITIVE = (
-    "data_path", "num_samples", "num_turns", "follow_up_types", "question_types", "micro_batch_size", "train_iters", "lr", "min_lr",
+    "data_path", "num_samples", "num_turns", "follow_up_types", "false_claim_attributes", "question_types", "micro_batch_size", "train_iters", "lr", "min_lr",
     "warmup_iters", "weight_decay", "seed",
 )
 DEFAULT_PRESET = "toy"
@@ -216,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--follow-up-types", default=",".join(FOLLOW_UP_TYPES),
         help="synthetic, with --num-turns > 1: comma list of question types later turns ask, each at most once "
         "per conversation and only where the clip fits (default: %(default)s)",
+    )
+    data.add_argument(
+        "--false-claim-attributes", default=",".join(FALSE_CLAIM_ATTRIBUTES),
+        help="synthetic training data only: what a false 'both' claim changes, drawn uniformly from this comma "
+        "list (repeats weight it); evaluation always uses the task's (default: %(default)s, the task's)",
     )
     data.add_argument(
         "--question-types", default=None,
@@ -405,7 +410,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         except MimoInputError as error:
             parser.error(f"--data-path: {error}")
         args.question_types = None
-        args.num_turns, args.follow_up_types = 1, None
+        args.num_turns, args.follow_up_types, args.false_claim_attributes = 1, None, None
     else:
         args.num_turns = defaults["num_turns"] if args.num_turns is None else args.num_turns
         if args.num_turns < 1:
@@ -415,6 +420,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if unknown:
             parser.error(f"--follow-up-types: unknown {unknown}; choose from {', '.join(QUESTION_TYPES + (CAPTION_TYPE,))}")
         args.follow_up_types = follow_ups if args.num_turns > 1 else None
+        claims = [t.strip() for t in args.false_claim_attributes.split(",") if t.strip()]
+        unknown = [t for t in claims if t not in ("instrument", "colour", "shape", "motion")]
+        if not claims or unknown:
+            parser.error(f"--false-claim-attributes: unknown {unknown or 'empty list'}; choose from "
+                         "instrument, colour, shape, motion")
+        args.false_claim_attributes = claims
         types = defaults["question_types"] if args.question_types is None else tuple(
             t.strip() for t in args.question_types.split(",") if t.strip()
         )
@@ -710,7 +721,7 @@ def train(args: argparse.Namespace) -> TrainResult:
     # ---- data
     train_set = build_dataset(
         args.data_path, config, tokenizer, args.num_samples, args.seed, args.question_types, args.num_turns,
-        args.follow_up_types,
+        args.follow_up_types, args.false_claim_attributes,
     )
     eval_set = None
     if args.eval_samples > 0:

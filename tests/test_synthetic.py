@@ -137,6 +137,18 @@ def _answers_as(events, question_type, question, answer) -> bool:
     return any(ask(events, question_type, np.random.default_rng(k)) == (question, answer) for k in range(200))
 
 
+def test_false_claims_change_only_the_attributes_asked_for():
+    for seed in range(60):
+        sample = make_sample([seed], "both", false_claim_attributes=("shape",))
+        event = sample.clip.events[0]
+        question, answer = sample.conversations[0]["value"], sample.conversations[1]["value"]
+        assert event.instrument in question and f" {event.colour} " in question
+        assert motion_phrase(event.motion) in question
+        assert (f" {event.shape} " in question) == (answer == "Yes.")  # a false claim names another shape
+    with pytest.raises(ValueError, match="unknown false-claim attributes"):
+        make_sample(1, "both", false_claim_attributes=("smell",))
+
+
 def test_without_follow_up_types_every_turn_has_the_first_type():
     sample = make_sample(5, "motion", num_turns=3)
     motion = make_sample(5, "motion").clip.events[0].motion

@@ -110,6 +110,7 @@ def test_help_documents_every_flag(capsys):
         (["--num-turns", "0"], "--num-turns must be at least 1"),
         (["--follow-up-types", "vision,taste"], "--follow-up-types: unknown ['taste']"),
         (["--data-path", "data_samples", "--num-turns", "2"], "--num-turns only applies to --data-path synthetic"),
+        (["--false-claim-attributes", "shape,smell"], "--false-claim-attributes: unknown ['smell']"),
     ],
 )
 def test_bad_command_lines_fail_before_any_work(argv, message, capsys, tmp_path, monkeypatch):

@@ -310,6 +310,7 @@ class SyntheticAVDataset(Dataset):
         num_turns: int = 1,
         tokenizer: Tokenizer | None = None,
         follow_up_types: Sequence[str] | None = None,
+        false_claim_attributes: Sequence[str] | None = None,
     ) -> None:
         if num_samples < 1:
             raise ValueError(f"num_samples must be positive (got {num_samples})")
@@ -322,6 +323,7 @@ class SyntheticAVDataset(Dataset):
         self.num_turns = num_turns
         self.tokenizer = tokenizer
         self.follow_up_types = None if follow_up_types is None else tuple(follow_up_types)
+        self.false_claim_attributes = None if false_claim_attributes is None else tuple(false_claim_attributes)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -333,6 +335,7 @@ class SyntheticAVDataset(Dataset):
         s = make_sample(
             [self.seed, index], question_type, self.config, self.num_turns,
             sample_id=f"synthetic-{self.seed}-{index}", follow_up_types=self.follow_up_types,
+            false_claim_attributes=self.false_claim_attributes,
         )
         sample = {
             "id": s.sample_id,

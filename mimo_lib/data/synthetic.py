@@ -380,6 +380,7 @@ def make_sample(
     num_turns: int = 1,
     sample_id: str | None = None,
     follow_up_types: Sequence[str] | None = None,
+    false_claim_attributes: Sequence[str] | None = None,
 ) -> SyntheticSample:
     """A clip and a conversation of up to ``num_turns`` questions about it.
 
@@ -392,7 +393,8 @@ def make_sample(
     conversations gives several answers per rendered clip; the sample's
     ``question_type`` stays the first question's, which evaluation scores.
     Keep ``both`` and ``time`` out of ``follow_up_types``: an earlier answer
-    ("The square is yellow.") would give them away.
+    ("The square is yellow.") would give them away. ``false_claim_attributes``
+    (default :data:`FALSE_CLAIM_ATTRIBUTES`) is passed on to :func:`ask`.
     """
     known = QUESTION_TYPES + (CAPTION_TYPE,)
     for t in [question_type, *(follow_up_types or ())]:
@@ -414,7 +416,7 @@ def make_sample(
         asked += [fresh[int(k)] for k in order][: num_turns - 1]
     turns: list[dict[str, str]] = []
     for turn, asked_type in enumerate(asked):
-        question, answer = ask(clip.events, asked_type, rng)
+        question, answer = ask(clip.events, asked_type, rng, false_claim_attributes)
         if turn == 0:
             question = "<video>\n<audio>\n" + question
         turns += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
@@ -491,8 +493,21 @@ def instrument_answer(instrument: str) -> str:
     return f"That is {article(instrument)}."
 
 
-def ask(events: Sequence[Event], question_type: str, rng: np.random.Generator) -> tuple[str, str]:
-    """One (question, answer) pair of ``question_type`` about ``events``."""
+def ask(
+    events: Sequence[Event],
+    question_type: str,
+    rng: np.random.Generator,
+    false_claim_attributes: Sequence[str] | None = None,
+) -> tuple[str, str]:
+    """One (question, answer) pair of ``question_type`` about ``events``.
+
+    A false ``both`` claim changes one attribute drawn uniformly from ``false_claim_attributes``
+    (default :data:`FALSE_CLAIM_ATTRIBUTES`, the task's distribution; training may choose another).
+    """
+    false_claim_attributes = tuple(false_claim_attributes or FALSE_CLAIM_ATTRIBUTES)
+    unknown = set(false_claim_attributes) - {"instrument", "colour", "shape", "motion"}
+    if unknown:
+        raise ValueError(f"unknown false-claim attributes {sorted(unknown)}; choose from instrument, colour, shape, motion")
 
     def pick(options: Sequence[str]) -> str:
         return options[int(rng.integers(len(options)))]
@@ -529,7 +544,7 @@ def ask(events: Sequence[Event], question_type: str, rng: np.random.Generator) -
         claim = {"instrument": e.instrument, "colour": e.colour, "shape": e.shape, "motion": e.motion}
         truthful = rng.random() < 0.5
         if not truthful:
-            attribute = pick(FALSE_CLAIM_ATTRIBUTES)
+            attribute = pick(false_claim_attributes)
             choices = {"instrument": INSTRUMENTS, "colour": tuple(COLOURS), "shape": SHAPES, "motion": MOTIONS}
             claim[attribute] = pick([v for v in choices[attribute] if v != claim[attribute]])
         question = pick(BOTH_QUESTIONS).format(
