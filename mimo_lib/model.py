@@ -111,25 +111,24 @@ class MIMOModel(nn.Module):
         the same features every epoch, so training can compute them once per clip).
         """
         c = self.config
-        for name, media, features in (("video", video, video_features), ("audio", audio, audio_features)):
+        # (name, placeholder id, media, precomputed tower outputs, tower + projector, projector alone)
+        modalities = (
+            ("video", c.video_token_id, video, video_features, self.encode_video, self.vision_projector),
+            ("audio", c.audio_token_id, audio, audio_features, self.encode_audio, self.audio_projector),
+        )
+        for name, _, media, features, _, _ in modalities:
             if media is not None and features is not None:
                 raise ValueError(f"give {name} or {name}_features, not both")
         if attention_mask is None:
             attention_mask = input_ids != c.pad_token_id  # (B, L): without a mask, <pad> ids are padding
         input_ids = input_ids.masked_fill(~attention_mask, c.pad_token_id)  # placeholders are only counted on real tokens
         items = {}
-        video_items = self._modality_items(
-            input_ids, *((video_features, self.vision_projector) if video_features is not None else (video, self.encode_video)),
-            c.video_token_id, "video", sample_ids,
-        )
-        audio_items = self._modality_items(
-            input_ids, *((audio_features, self.audio_projector) if audio_features is not None else (audio, self.encode_audio)),
-            c.audio_token_id, "audio", sample_ids,
-        )
-        if video_items is not None:
-            items[c.video_token_id] = video_items
-        if audio_items is not None:
-            items[c.audio_token_id] = audio_items
+        for name, token_id, media, features, encode, project in modalities:
+            if features is not None:
+                media, encode = features, project  # the tower already ran: only project
+            found = self._modality_items(input_ids, media, encode, token_id, name, sample_ids)
+            if found is not None:
+                items[token_id] = found
         return combine_multimodal_inputs(
             input_ids,
             self.language_model.embed_tokens(input_ids),

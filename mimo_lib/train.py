@@ -93,7 +93,7 @@ from mimo_lib.checkpoint import (
 from mimo_lib.config import AUDIO_BACKBONES, PRESETS, VISION_BACKBONES, MIMOConfig, get_preset
 from mimo_lib.data.conversation import encode_conversation
 from mimo_lib.data.dataset import collate_av_batch, load_annotations
-from mimo_lib.data.synthetic import CAPTION_TYPE, FALSE_CLAIM_ATTRIBUTES, QUESTION_TYPES
+from mimo_lib.data.synthetic import CAPTION_TYPE, CLAIM_ATTRIBUTES, FALSE_CLAIM_ATTRIBUTES, QUESTION_TYPES
 from mimo_lib.errors import MimoInputError
 from mimo_lib.evaluate import (
     HELD_OUT_SEED_OFFSET,
@@ -415,26 +415,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.num_turns = defaults["num_turns"] if args.num_turns is None else args.num_turns
         if args.num_turns < 1:
             parser.error(f"--num-turns must be at least 1 (got {args.num_turns})")
-        follow_ups = [t.strip() for t in args.follow_up_types.split(",") if t.strip()]
-        unknown = [t for t in follow_ups if t not in QUESTION_TYPES + (CAPTION_TYPE,)]
-        if unknown:
-            parser.error(f"--follow-up-types: unknown {unknown}; choose from {', '.join(QUESTION_TYPES + (CAPTION_TYPE,))}")
+        all_types = QUESTION_TYPES + (CAPTION_TYPE,)
+        follow_ups = _name_list(parser, "--follow-up-types", args.follow_up_types, all_types, allow_empty=True)
         args.follow_up_types = follow_ups if args.num_turns > 1 else None
-        claims = [t.strip() for t in args.false_claim_attributes.split(",") if t.strip()]
-        unknown = [t for t in claims if t not in ("instrument", "colour", "shape", "motion")]
-        if not claims or unknown:
-            parser.error(f"--false-claim-attributes: unknown {unknown or 'empty list'}; choose from "
-                         "instrument, colour, shape, motion")
-        args.false_claim_attributes = claims
-        types = defaults["question_types"] if args.question_types is None else tuple(
-            t.strip() for t in args.question_types.split(",") if t.strip()
+        args.false_claim_attributes = _name_list(
+            parser, "--false-claim-attributes", args.false_claim_attributes, CLAIM_ATTRIBUTES
         )
-        unknown = [t for t in types if t not in QUESTION_TYPES + (CAPTION_TYPE,)]
-        if not types or unknown:
-            parser.error(
-                f"--question-types: unknown {unknown or 'empty list'}; choose from {', '.join(QUESTION_TYPES + (CAPTION_TYPE,))}"
-            )
-        args.question_types = list(types)
+        args.question_types = (
+            list(defaults["question_types"]) if args.question_types is None
+            else _name_list(parser, "--question-types", args.question_types, all_types)
+        )
         try:
             synthetic_config_for(config)
         except ValueError as error:
@@ -492,6 +482,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if step > args.train_iters:
             parser.error(f"--load {args.load} is at step {step}, beyond --train-iters {args.train_iters}")
     return args
+
+
+def _name_list(
+    parser: argparse.ArgumentParser, flag: str, text: str, allowed: tuple[str, ...], allow_empty: bool = False
+) -> list[str]:
+    """``"vision, audio"`` -> ``["vision", "audio"]``; a name not in ``allowed`` (or, unless allowed, no name) is a
+    ``parser.error`` that names the flag and the choices."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if t not in allowed]
+    if unknown or not (names or allow_empty):
+        parser.error(f"{flag}: unknown {unknown or 'empty list'}; choose from {', '.join(allowed)}")
+    return names
 
 
 def longest_sample(

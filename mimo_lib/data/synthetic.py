@@ -483,6 +483,8 @@ TIME_SHAPE_QUESTIONS = (
     "Which shape is on screen while the {instrument} plays?",
     "What do you see while the {instrument} is playing?",
 )
+#: The attributes a "both" claim names, any of which a false claim may change.
+CLAIM_ATTRIBUTES = ("instrument", "colour", "shape", "motion")
 #: Which attribute a false "both" claim changes, drawn uniformly from this tuple: half the time the
 #: one heard (the instrument), half the time one of the three seen.
 FALSE_CLAIM_ATTRIBUTES = ("instrument", "instrument", "colour", "shape", "motion")
@@ -505,9 +507,9 @@ def ask(
     (default :data:`FALSE_CLAIM_ATTRIBUTES`, the task's distribution; training may choose another).
     """
     false_claim_attributes = tuple(false_claim_attributes or FALSE_CLAIM_ATTRIBUTES)
-    unknown = set(false_claim_attributes) - {"instrument", "colour", "shape", "motion"}
+    unknown = set(false_claim_attributes) - set(CLAIM_ATTRIBUTES)
     if unknown:
-        raise ValueError(f"unknown false-claim attributes {sorted(unknown)}; choose from instrument, colour, shape, motion")
+        raise ValueError(f"unknown false-claim attributes {sorted(unknown)}; choose from {', '.join(CLAIM_ATTRIBUTES)}")
 
     def pick(options: Sequence[str]) -> str:
         return options[int(rng.integers(len(options)))]
