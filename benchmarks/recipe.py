@@ -39,11 +39,12 @@ RECIPE = {
     "tower_pretraining": {"vision_steps": 1000, "audio_steps": 300, "batch_size": 32},
     "align": {"train_iters": 200, "micro_batch_size": 32, "lr": 1e-3, "num_samples": 2048},
     "instruct": {
-        "train_iters": 5000, "micro_batch_size": 32, "lr": 1e-3, "min_lr": 3e-4, "weight_decay": 0.1,
+        "train_iters": 4000, "micro_batch_size": 32, "lr": 1e-3, "min_lr": 3e-4, "weight_decay": 0.1,
         "num_samples": 16384, "num_turns": 4,
-        # first questions: half are the yes/no "both" questions, by far the slowest to learn (the
-        # single-attribute types also come up as follow-up turns of every one-event clip)
-        "question_types": "vision,motion,audio,both,both,both,both,time",
+        # first questions: a third are the yes/no "both" questions, the slowest to learn, and two
+        # ninths their one-attribute "check" curriculum (the vision, motion and audio types also
+        # come up as follow-up turns of every one-event clip)
+        "question_types": "vision,motion,audio,both,both,both,check,check,time",
     },
 }
 PUBLISHED_MODEL = REPO / "mimo_lib" / "pretrained" / "mimo_toy"

@@ -38,7 +38,7 @@ from torch.utils.data import Dataset, Subset
 from mimo_lib.config import MIMOConfig
 from mimo_lib.data.conversation import IGNORE_INDEX, encode_conversation
 from mimo_lib.data.dataset import AVFolderDataset, SyntheticAVDataset, collate_av_batch
-from mimo_lib.data.synthetic import CAPTION_TYPE, QUESTION_TYPES, SyntheticConfig
+from mimo_lib.data.synthetic import ALL_QUESTION_TYPES, QUESTION_TYPES, SyntheticConfig
 from mimo_lib.errors import MimoInputError
 from mimo_lib.model import MIMOModel
 from mimo_lib.tokenizer import Tokenizer
@@ -197,7 +197,7 @@ def accuracy_by_type(results: Sequence[dict[str, Any]]) -> dict[str, float]:
     by_type: dict[str, list[bool]] = {}
     for r in results:
         by_type.setdefault(r["question_type"], []).append(r["correct"])
-    order = list(QUESTION_TYPES) + [CAPTION_TYPE]
+    order = list(ALL_QUESTION_TYPES)
     names = sorted(by_type, key=lambda t: (order.index(t) if t in order else len(order), t))
     accuracy = {t: sum(by_type[t]) / len(by_type[t]) for t in names}
     accuracy[ALL] = sum(r["correct"] for r in results) / len(results) if results else float("nan")
@@ -328,9 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     types = [t.strip() for t in args.question_types.split(",") if t.strip()]
-    unknown = [t for t in types if t not in QUESTION_TYPES + (CAPTION_TYPE,)]
+    unknown = [t for t in types if t not in ALL_QUESTION_TYPES]
     if not types or unknown:
-        parser.error(f"--question-types: unknown {unknown or 'empty list'}; choose from {QUESTION_TYPES + (CAPTION_TYPE,)}")
+        parser.error(f"--question-types: unknown {unknown or 'empty list'}; choose from {ALL_QUESTION_TYPES}")
     if args.num_samples < 1 or args.batch_size < 1:
         parser.error("--num-samples and --batch-size must be at least 1")
     try:

@@ -93,7 +93,9 @@ from mimo_lib.checkpoint import (
 from mimo_lib.config import AUDIO_BACKBONES, PRESETS, VISION_BACKBONES, MIMOConfig, get_preset
 from mimo_lib.data.conversation import encode_conversation
 from mimo_lib.data.dataset import collate_av_batch, load_annotations
-from mimo_lib.data.synthetic import CAPTION_TYPE, CLAIM_ATTRIBUTES, FALSE_CLAIM_ATTRIBUTES, QUESTION_TYPES
+from mimo_lib.data.synthetic import (
+    ALL_QUESTION_TYPES, CAPTION_TYPE, CLAIM_ATTRIBUTES, FALSE_CLAIM_ATTRIBUTES, QUESTION_TYPES,
+)
 from mimo_lib.errors import MimoInputError
 from mimo_lib.evaluate import (
     HELD_OUT_SEED_OFFSET,
@@ -224,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument(
         "--question-types", default=None,
-        help=f"comma list of synthetic question types, from {', '.join(QUESTION_TYPES + (CAPTION_TYPE,))}; "
+        help=f"comma list of synthetic question types, from {', '.join(ALL_QUESTION_TYPES)} (repeats weight "
+        f"a type); "
         f"default: '{CAPTION_TYPE}' for align, all of {','.join(QUESTION_TYPES)} for instruct",
     )
 
@@ -415,7 +418,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.num_turns = defaults["num_turns"] if args.num_turns is None else args.num_turns
         if args.num_turns < 1:
             parser.error(f"--num-turns must be at least 1 (got {args.num_turns})")
-        all_types = QUESTION_TYPES + (CAPTION_TYPE,)
+        all_types = ALL_QUESTION_TYPES
         follow_ups = _name_list(parser, "--follow-up-types", args.follow_up_types, all_types, allow_empty=True)
         args.follow_up_types = follow_ups if args.num_turns > 1 else None
         args.false_claim_attributes = _name_list(

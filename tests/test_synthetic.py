@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from mimo_lib.data.synthetic import (
+    ALL_QUESTION_TYPES,
     BACKGROUND_RGB,
     CAPTION_TYPE,
+    CHECK_TYPE,
     COLOURS,
     INSTRUMENTS,
     MOTIONS,
@@ -23,6 +25,7 @@ from mimo_lib.data.synthetic import (
     make_clip,
     make_sample,
     motion_phrase,
+    moving_phrase,
     synthesize_note,
     vocabulary_corpus,
 )
@@ -253,6 +256,36 @@ def test_both_questions_are_balanced():
     assert 70 < answers.count("Yes.") < 130
 
 
+def check_claim(question: str) -> tuple[str, str]:
+    """(attribute, value) that a check question claims, read back from its words."""
+    for instrument in INSTRUMENTS:
+        if question.endswith((f"the {instrument} playing?", f" {instrument}?")):
+            return "instrument", instrument
+    for shape in SHAPES:
+        if question.endswith(f" {shape}?"):
+            return "shape", shape
+    for colour in COLOURS:
+        if question.endswith(f" {colour}?"):
+            return "colour", colour
+    motion = next(m for m in MOTIONS if question.endswith(f"the shape {moving_phrase(m)}?"))
+    return "motion", motion
+
+
+def test_check_questions_ask_one_attribute_and_answer_it_truly():
+    asked = []
+    for seed in range(200):
+        sample = make_sample([seed], CHECK_TYPE)
+        event = sample.clip.events[0]
+        attribute, value = check_claim(question(sample))
+        assert answer(sample) == ("Yes." if getattr(event, attribute) == value else "No.")
+        asked.append((attribute, answer(sample)))
+    for attribute in ("instrument", "colour", "shape", "motion"):  # every attribute, both answers
+        assert (attribute, "Yes.") in asked and (attribute, "No.") in asked
+    assert 70 < [a for _, a in asked].count("Yes.") < 130
+    with pytest.raises(ValueError, match="one-event"):
+        ask(make_clip(3, two_events=True).events, CHECK_TYPE, np.random.default_rng(0))
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_time_questions_follow_the_events(seed):
     sample = make_sample([seed], "time")
@@ -295,6 +328,6 @@ def test_vocabulary_covers_every_generated_sentence():
     corpus = " ".join(vocabulary_corpus())
     words = set(re.findall(r"[A-Za-z]+", corpus))
     for seed in range(100):
-        for qt in QUESTION_TYPES + (CAPTION_TYPE,):
+        for qt in ALL_QUESTION_TYPES:
             for turn in make_sample([seed, 1], qt).conversations:
                 assert set(re.findall(r"[A-Za-z]+", turn["value"])) <= words | {"video", "audio"}

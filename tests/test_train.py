@@ -346,6 +346,13 @@ def test_instruct_defaults_to_four_turn_conversations_with_follow_ups(tiny_json)
     assert align.num_turns == 1 and align.follow_up_types is None
 
 
+def test_check_questions_are_a_training_type_and_evaluation_scores_them(tiny_json):
+    args = train.parse_args(tiny_args(tiny_json, "--stage", "instruct", "--question-types", "both,check,check"))
+    assert args.question_types == ["both", "check", "check"]  # repeats weight a type
+    results = [{"question_type": t, "correct": ok} for t, ok in [("check", True), ("both", False), ("check", False)]]
+    assert list(evaluate.accuracy_by_type(results).items()) == [("both", 0.0), ("check", 0.5), ("all", 1 / 3)]
+
+
 def test_the_feature_cache_changes_no_number(tiny_json, tmp_path):
     """Frozen towers: cached tower outputs train bitwise like running the towers every step."""
     common = ("--stage", "instruct", "--train-iters", "3", "--micro-batch-size", "4", "--eval-samples", "0")

@@ -21,7 +21,8 @@ moves across a dark screen while an instrument plays one note:
   ``motion`` (needs several frames), ``audio`` (instrument, pitch), ``both``
   (a yes/no question about sight and sound together) and ``time`` (two-event
   clips). ``caption`` gives description-style answers (used for projector
-  alignment in chapter 7).
+  alignment in chapter 7) and ``check`` one-attribute yes/no questions ("Is
+  the shape a square?"), a training curriculum for ``both``.
 
 Everything is a pure function of a seed: the same seed gives the same bytes on
 every machine, which is what lets tests, notebooks and checkpoints agree.
@@ -67,8 +68,13 @@ PITCHES: dict[str, float] = {"low": 220.0, "high": 660.0}
 
 #: The question types a sample can have; ``time`` questions use two-event clips.
 QUESTION_TYPES: tuple[str, ...] = ("vision", "motion", "audio", "both", "time")
-#: Description-style answers ("A red circle moves to the left while ...").
+#: Description-style answers ("A red circle moves to the left while ..."), for projector alignment.
 CAPTION_TYPE = "caption"
+#: Yes/no questions about one attribute ("Is the shape a square?"). Training only: a curriculum for
+#: ``both``, whose answer is the AND of four such checks (chapter 7).
+CHECK_TYPE = "check"
+#: Every type :func:`make_sample` accepts: the task's, then the two that only training uses.
+ALL_QUESTION_TYPES: tuple[str, ...] = QUESTION_TYPES + (CAPTION_TYPE, CHECK_TYPE)
 
 BACKGROUND_RGB = (28, 28, 32)
 TRAVEL = 0.40  # how far a moving shape travels during its event, as a fraction of the frame
@@ -392,14 +398,13 @@ def make_sample(
     the conversation ends early when no such type is left. Training on such
     conversations gives several answers per rendered clip; the sample's
     ``question_type`` stays the first question's, which evaluation scores.
-    Keep ``both`` and ``time`` out of ``follow_up_types``: an earlier answer
-    ("The square is yellow.") would give them away. ``false_claim_attributes``
+    Keep ``both``, ``time`` and ``check`` out of ``follow_up_types``: an earlier
+    answer ("The square is yellow.") would give them away. ``false_claim_attributes``
     (default :data:`FALSE_CLAIM_ATTRIBUTES`) is passed on to :func:`ask`.
     """
-    known = QUESTION_TYPES + (CAPTION_TYPE,)
     for t in [question_type, *(follow_up_types or ())]:
-        if t not in known:
-            raise ValueError(f"unknown question type {t!r}; expected one of {known}")
+        if t not in ALL_QUESTION_TYPES:
+            raise ValueError(f"unknown question type {t!r}; expected one of {ALL_QUESTION_TYPES}")
     if num_turns < 1:
         raise ValueError(f"num_turns must be at least 1 (got {num_turns})")
     seed_seq = list(np.atleast_1d(seed))
@@ -489,6 +494,25 @@ CLAIM_ATTRIBUTES = ("instrument", "colour", "shape", "motion")
 #: one heard (the instrument), half the time one of the three seen.
 FALSE_CLAIM_ATTRIBUTES = ("instrument", "instrument", "colour", "shape", "motion")
 CAPTION_QUESTIONS = ("Describe what you see and hear.", "What happens in this clip?", "Describe the clip.")
+#: One-attribute checks, worded with the words the questions above already use (so the tokenizer,
+#: and with it the toy vocabulary, stays the same).
+CHECK_QUESTIONS = {
+    "instrument": ("Is the {instrument} playing?", "Do you hear {a_instrument}?"),
+    "colour": ("Is the shape {colour}?",),
+    "shape": ("Is the shape {a_shape}?",),
+    "motion": ("Is the shape {moving}?",),
+}
+
+
+def moving_phrase(motion: str) -> str:
+    """How a check question says a motion: 'moving to the left', 'still'."""
+    return {
+        "left": "moving to the left",
+        "right": "moving to the right",
+        "up": "moving up",
+        "down": "moving down",
+        "still": "still",
+    }[motion]
 
 
 def instrument_answer(instrument: str) -> str:
@@ -540,6 +564,18 @@ def ask(
         if rng.random() < 0.5:
             return pick(INSTRUMENT_QUESTIONS), instrument_answer(e.instrument)
         return pick(PITCH_QUESTIONS), f"The note is {e.pitch}."
+    choices = {"instrument": INSTRUMENTS, "colour": tuple(COLOURS), "shape": SHAPES, "motion": MOTIONS}
+    if question_type == CHECK_TYPE:
+        # One attribute, drawn uniformly; half the time the true value, otherwise another one.
+        attribute = pick(CLAIM_ATTRIBUTES)
+        truth = getattr(e, attribute)
+        truthful = rng.random() < 0.5
+        value = truth if truthful else pick([v for v in choices[attribute] if v != truth])
+        question = pick(CHECK_QUESTIONS[attribute]).format(
+            instrument=value, a_instrument=article(value), colour=value, a_shape=article(value),
+            moving=moving_phrase(value) if attribute == "motion" else value,
+        )
+        return question, "Yes." if truthful else "No."
     if question_type == "both":
         # Half the time ask about what really happens; otherwise change exactly
         # one attribute, either one that is seen or the one that is heard.
@@ -547,7 +583,6 @@ def ask(
         truthful = rng.random() < 0.5
         if not truthful:
             attribute = pick(false_claim_attributes)
-            choices = {"instrument": INSTRUMENTS, "colour": tuple(COLOURS), "shape": SHAPES, "motion": MOTIONS}
             claim[attribute] = pick([v for v in choices[attribute] if v != claim[attribute]])
         question = pick(BOTH_QUESTIONS).format(
             instrument=claim["instrument"],
@@ -615,7 +650,10 @@ def dominant_frequency(waveform: torch.Tensor | np.ndarray, sample_rate: int) ->
 
 
 __all__ = [
+    "ALL_QUESTION_TYPES",
     "CAPTION_TYPE",
+    "CHECK_QUESTIONS",
+    "CHECK_TYPE",
     "COLOURS",
     "INSTRUMENTS",
     "MOTIONS",
