@@ -1,6 +1,6 @@
 """The whole training recipe of chapter 7, timed: towers, align, instruct, then evaluation.
 
-    python benchmarks/recipe.py                     # everything from scratch (about 45 minutes on 2 CPU cores)
+    python benchmarks/recipe.py                     # everything from scratch (about 40 minutes on 2 CPU cores)
     python benchmarks/recipe.py --shipped-towers    # start from the committed towers (their recorded times are used)
     python benchmarks/recipe.py --publish           # also copy the final model to mimo_lib/pretrained/mimo_toy
 
