@@ -94,7 +94,11 @@ from mimo_lib.config import AUDIO_BACKBONES, PRESETS, VISION_BACKBONES, MIMOConf
 from mimo_lib.data.conversation import encode_conversation
 from mimo_lib.data.dataset import collate_av_batch, load_annotations
 from mimo_lib.data.synthetic import (
-    ALL_QUESTION_TYPES, CAPTION_TYPE, CLAIM_ATTRIBUTES, FALSE_CLAIM_ATTRIBUTES, QUESTION_TYPES,
+    ALL_QUESTION_TYPES,
+    CAPTION_TYPE,
+    CLAIM_ATTRIBUTES,
+    FALSE_CLAIM_ATTRIBUTES,
+    QUESTION_TYPES,
 )
 from mimo_lib.errors import MimoInputError
 from mimo_lib.evaluate import (
