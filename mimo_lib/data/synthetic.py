@@ -438,15 +438,24 @@ def article(noun_phrase: str) -> str:
     return ("an " if noun_phrase[0] in "aeiou" else "a ") + noun_phrase
 
 
+#: motion -> how a statement says it ("moves to the left") and how a check question does ("moving to the left").
+MOTION_PHRASES: dict[str, tuple[str, str]] = {
+    "left": ("moves to the left", "moving to the left"),
+    "right": ("moves to the right", "moving to the right"),
+    "up": ("moves up", "moving up"),
+    "down": ("moves down", "moving down"),
+    "still": ("stays still", "still"),
+}
+
+
 def motion_phrase(motion: str) -> str:
     """How a sentence says a motion: 'moves to the left', 'stays still'."""
-    return {
-        "left": "moves to the left",
-        "right": "moves to the right",
-        "up": "moves up",
-        "down": "moves down",
-        "still": "stays still",
-    }[motion]
+    return MOTION_PHRASES[motion][0]
+
+
+def moving_phrase(motion: str) -> str:
+    """How a check question says a motion: 'moving to the left', 'still'."""
+    return MOTION_PHRASES[motion][1]
 
 
 def describe(events: Sequence[Event]) -> str:
@@ -502,17 +511,10 @@ CHECK_QUESTIONS = {
     "shape": ("Is the shape {a_shape}?",),
     "motion": ("Is the shape {moving}?",),
 }
-
-
-def moving_phrase(motion: str) -> str:
-    """How a check question says a motion: 'moving to the left', 'still'."""
-    return {
-        "left": "moving to the left",
-        "right": "moving to the right",
-        "up": "moving up",
-        "down": "moving down",
-        "still": "still",
-    }[motion]
+#: The values each claimed attribute can take (what a false claim or check picks another value from).
+CLAIM_VALUES: dict[str, tuple[str, ...]] = {
+    "instrument": INSTRUMENTS, "colour": tuple(COLOURS), "shape": SHAPES, "motion": MOTIONS,
+}
 
 
 def instrument_answer(instrument: str) -> str:
@@ -564,13 +566,12 @@ def ask(
         if rng.random() < 0.5:
             return pick(INSTRUMENT_QUESTIONS), instrument_answer(e.instrument)
         return pick(PITCH_QUESTIONS), f"The note is {e.pitch}."
-    choices = {"instrument": INSTRUMENTS, "colour": tuple(COLOURS), "shape": SHAPES, "motion": MOTIONS}
     if question_type == CHECK_TYPE:
         # One attribute, drawn uniformly; half the time the true value, otherwise another one.
         attribute = pick(CLAIM_ATTRIBUTES)
         truth = getattr(e, attribute)
         truthful = rng.random() < 0.5
-        value = truth if truthful else pick([v for v in choices[attribute] if v != truth])
+        value = truth if truthful else pick([v for v in CLAIM_VALUES[attribute] if v != truth])
         question = pick(CHECK_QUESTIONS[attribute]).format(
             instrument=value, a_instrument=article(value), colour=value, a_shape=article(value),
             moving=moving_phrase(value) if attribute == "motion" else value,
@@ -583,7 +584,7 @@ def ask(
         truthful = rng.random() < 0.5
         if not truthful:
             attribute = pick(false_claim_attributes)
-            claim[attribute] = pick([v for v in choices[attribute] if v != claim[attribute]])
+            claim[attribute] = pick([v for v in CLAIM_VALUES[attribute] if v != claim[attribute]])
         question = pick(BOTH_QUESTIONS).format(
             instrument=claim["instrument"],
             a_instrument=article(claim["instrument"]),
@@ -652,11 +653,13 @@ def dominant_frequency(waveform: torch.Tensor | np.ndarray, sample_rate: int) ->
 __all__ = [
     "ALL_QUESTION_TYPES",
     "CAPTION_TYPE",
+    "CLAIM_VALUES",
     "CHECK_QUESTIONS",
     "CHECK_TYPE",
     "COLOURS",
     "INSTRUMENTS",
     "MOTIONS",
+    "MOTION_PHRASES",
     "PITCHES",
     "QUESTION_TYPES",
     "SHAPES",
