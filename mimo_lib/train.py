@@ -114,8 +114,8 @@ from mimo_lib.tokenizer import Tokenizer
 
 STAGES = ("align", "instruct")
 INSTRUCT_NUM_TURNS = 4
-#: Types a multi-turn training conversation may ask after its first question. ``both`` and ``time``
-#: are left out: an earlier answer ("The square is yellow.") would let the model read them off the text.
+#: Types a multi-turn training conversation may ask after its first question. ``both``, ``time`` and
+#: ``check`` are left out: an earlier answer ("The square is yellow.") would let the model read them off the text.
 FOLLOW_UP_TYPES = ("vision", "motion", "audio", CAPTION_TYPE)
 
 #: What each stage trains (``--freeze-*`` flags override), its default learning rate and question types.
@@ -231,8 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--question-types", default=None,
         help=f"comma list of synthetic question types, from {', '.join(ALL_QUESTION_TYPES)} (repeats weight "
-        f"a type); "
-        f"default: '{CAPTION_TYPE}' for align, all of {','.join(QUESTION_TYPES)} for instruct",
+        f"a type); default: '{CAPTION_TYPE}' for align, all of {','.join(QUESTION_TYPES)} for instruct",
     )
 
     stage = parser.add_argument_group("stage and freezing")
@@ -422,15 +421,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.num_turns = defaults["num_turns"] if args.num_turns is None else args.num_turns
         if args.num_turns < 1:
             parser.error(f"--num-turns must be at least 1 (got {args.num_turns})")
-        all_types = ALL_QUESTION_TYPES
-        follow_ups = _name_list(parser, "--follow-up-types", args.follow_up_types, all_types, allow_empty=True)
+        follow_ups = _name_list(parser, "--follow-up-types", args.follow_up_types, ALL_QUESTION_TYPES, allow_empty=True)
         args.follow_up_types = follow_ups if args.num_turns > 1 else None
         args.false_claim_attributes = _name_list(
             parser, "--false-claim-attributes", args.false_claim_attributes, CLAIM_ATTRIBUTES
         )
         args.question_types = (
             list(defaults["question_types"]) if args.question_types is None
-            else _name_list(parser, "--question-types", args.question_types, all_types)
+            else _name_list(parser, "--question-types", args.question_types, ALL_QUESTION_TYPES)
         )
         try:
             synthetic_config_for(config)
