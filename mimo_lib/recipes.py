@@ -1,0 +1,116 @@
+"""The training recipe of each preset: the one place its steps, learning rates and data mix live.
+
+A recipe is what made a committed checkpoint: ``mimo_lib.pretrain_towers`` and ``mimo_lib.train`` take
+their defaults from it (so the README's commands, typed with no tuning flags, reproduce the shipped
+model), and ``benchmarks/recipe.py`` runs it end to end. Changing a number here is changing the recipe:
+bump ``version``, re-run ``benchmarks/recipe.py --publish`` and commit the new model.
+
+Three stages, as in chapter 7:
+
+1. ``towers``: contrastive pretraining of the vision and audio towers on captions (chapters 2-3);
+2. ``align``: the projectors learn, on description-style answers (LLaVA's stage 1);
+3. ``instruct``: projectors and decoder learn, on every question type (LLaVA's stage 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TowerRecipe:
+    """``python -m mimo_lib.pretrain_towers``: contrastive pretraining of both towers."""
+
+    vision_steps: int = 1000  # optimizer steps for the vision tower
+    audio_steps: int = 300  # optimizer steps for the audio tower
+    batch_size: int = 32  # clips per step (the contrastive loss compares each with the batch's captions)
+    lr: float = 1e-3  # peak learning rate (warm-up, then cosine to 0)
+    weight_decay: float = 0.01  # AdamW weight decay
+    num_clips: int = 4096  # training clips, rendered once and sampled with replacement
+    seed: int = 0  # tower init, clips and batch order
+
+    def steps(self, modality: str) -> int:
+        return {"vision": self.vision_steps, "audio": self.audio_steps}[modality]
+
+
+@dataclass(frozen=True)
+class StageRecipe:
+    """``python -m mimo_lib.train --stage NAME``: the defaults of every optimisation and data flag."""
+
+    train_iters: int  # optimizer steps in all (a resumed run's included), as Megatron's --train-iters
+    micro_batch_size: int  # samples per optimizer step
+    lr: float  # peak learning rate, reached after the warm-up
+    min_lr: float  # learning rate at the end of the cosine
+    weight_decay: float  # AdamW weight decay on matrices (biases and norms never decay)
+    num_samples: int  # synthetic training clips (rendered once per run)
+    num_turns: int  # questions per synthetic training conversation, the first of the sample's type
+    question_types: tuple[str, ...]  # first questions, cycled; a repeat weights a type
+    warmup_fraction: float = 0.05  # linear warm-up over this fraction of train_iters
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every stage of one preset's recipe, with a version that changes whenever a number does."""
+
+    preset: str
+    version: str
+    towers: TowerRecipe = field(default_factory=TowerRecipe)
+    align: StageRecipe | None = None
+    instruct: StageRecipe | None = None
+    note: str = ""  # what is known about this recipe on this preset (measured, or not yet run)
+
+    def stage(self, name: str) -> StageRecipe:
+        if name not in ("align", "instruct"):
+            raise ValueError(f"unknown stage {name!r}; choose align or instruct")
+        return getattr(self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_TOY = Recipe(
+    preset="toy",
+    version="toy-2026.11",
+    towers=TowerRecipe(vision_steps=1000, audio_steps=300),
+    align=StageRecipe(
+        train_iters=200, micro_batch_size=32, lr=1e-3, min_lr=1e-4, weight_decay=0.0, num_samples=2048,
+        num_turns=1, question_types=("caption",),
+    ),
+    instruct=StageRecipe(
+        train_iters=4000, micro_batch_size=32, lr=1e-3, min_lr=3e-4, weight_decay=0.1, num_samples=16_384,
+        num_turns=4,
+        # first questions: a third are the yes/no "both" questions, the slowest to learn, and two ninths their
+        # one-attribute "check" curriculum (vision, motion and audio also come up as follow-up turns)
+        question_types=("vision", "motion", "audio", "both", "both", "both", "check", "check", "time"),
+    ),
+    note="Made mimo_lib/pretrained (towers and mimo_toy); measured in chapter 7 and the README.",
+)
+
+RECIPES: dict[str, Recipe] = {
+    "toy": _TOY,
+    # tests and quick experiments: the toy recipe's mix, a few seconds of steps
+    "tiny": replace(
+        _TOY, preset="tiny", version="tiny-2026.11",
+        towers=TowerRecipe(vision_steps=20, audio_steps=20, batch_size=8, num_clips=64),
+        align=replace(_TOY.align, train_iters=20, micro_batch_size=8, num_samples=64),
+        instruct=replace(_TOY.instruct, train_iters=20, micro_batch_size=8, num_samples=64),
+        note="A smoke test: nothing is learned in so few steps.",
+    ),
+    "small": replace(
+        _TOY, preset="small", version="small-2026.11",
+        note="The toy recipe, not yet run at this size: no small checkpoint is committed.",
+    ),
+    "llava-avlm-7b": replace(
+        _TOY, preset="llava-avlm-7b", version="llava-avlm-7b-2026.11",
+        instruct=replace(_TOY.instruct, lr=2e-5, min_lr=0.0, weight_decay=0.0),
+        note="LLaVA-1.5's instruct learning rate (2e-5) for a pretrained 7B decoder; not run here (GPU-sized).",
+    ),
+}
+
+
+def get_recipe(preset: str) -> Recipe:
+    """The recipe for ``preset`` (every preset of :data:`mimo_lib.config.PRESETS` has one)."""
+    if preset not in RECIPES:
+        raise ValueError(f"no recipe for preset {preset!r}; choose one of {sorted(RECIPES)}")
+    return RECIPES[preset]
