@@ -1,7 +1,7 @@
 """Environment check: ``python -m mimo_lib.doctor`` (or ``mimo-doctor``).
 
-Prints the versions that matter, the compute device found, and one OK/FAIL
-line per requirement. Paste its output into any bug report. Exits with 1 if
+Prints the versions that matter, the compute device found, the thread policy
+(``mimo_lib.threads``), and one OK/FAIL line per requirement. Paste its output into any bug report. Exits with 1 if
 anything failed.
 """
 
@@ -111,6 +111,7 @@ def describe_device() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     import mimo_lib
+    from mimo_lib.threads import apply_thread_policy, describe_thread_policy
 
     print(f"mimo_lib {mimo_lib.__version__} | Python {platform.python_version()} | {platform.platform()}")
     print("versions: " + ", ".join(f"{name} {installed_version(name) or 'MISSING'}" for name in KEY_PACKAGES))
@@ -119,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"device: {describe_device()}")
     except Exception as error:  # a broken torch install must not hide the rest of the report
         print(f"device: unknown ({error})")
+    try:
+        apply_thread_policy()
+        print(f"threads: {describe_thread_policy()}")
+    except Exception as error:  # e.g. a malformed MIMO_NUM_THREADS: report it, keep going
+        failures += 1
+        print(f"[FAIL] thread policy: {type(error).__name__}: {error}")
     for name, ok, detail in requirement_checks():
         failures += not ok
         print(f"[{'OK' if ok else 'FAIL'}] {name}: {detail}")

@@ -1,0 +1,103 @@
+"""How many CPU threads torch uses: one policy for every chapter, test and command line.
+
+Call :func:`apply_thread_policy` once, before any heavy tensor work (every
+chapter's first code cell and ``mimo-train`` do). ``python -m mimo_lib.doctor``
+prints what it chose and why.
+
+Precedence, first match wins:
+
+1. the ``num_threads`` argument (the command lines' ``--threads``);
+2. the ``MIMO_NUM_THREADS`` environment variable;
+3. ``OMP_NUM_THREADS``, if set: torch already read it at start-up, so it is kept;
+4. the default: 1 thread on a machine with at most 2 usable cores, torch's own
+   choice otherwise.
+
+Why 1 thread on 2 cores: a student's 2-core laptop also runs the browser and
+JupyterLab, and torch's 2 OpenMP threads then spin waiting for each other —
+measured while other work shared the 2 cores (issue 12), chapter 6 took 78 s
+with 2 threads and 20 s with 1, and 24 tokens of KV-cache generation 2,282 ms
+against 68 ms.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+ENV_VAR = "MIMO_NUM_THREADS"
+SMALL_MACHINE_CORES = 2  # at most this many usable cores -> 1 thread by default
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (the affinity mask where the OS has one, as in containers)."""
+    if hasattr(os, "sched_getaffinity"):
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except OSError:
+            pass
+    return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """The number of torch intra-op threads chosen (``None``: leave torch's own) and why."""
+
+    num_threads: int | None
+    reason: str
+
+
+def choose_threads(
+    num_threads: int | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    cores: int | None = None,
+) -> ThreadChoice:
+    """The policy alone, with no side effect (see the module docstring for the order)."""
+    environ = os.environ if environ is None else environ
+    cores = usable_cores() if cores is None else cores
+    if num_threads is not None:
+        if int(num_threads) < 1:
+            raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+        return ThreadChoice(int(num_threads), "asked for by the caller")
+    text = environ.get(ENV_VAR, "").strip()
+    if text:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"{ENV_VAR}={text!r} is not a whole number of threads") from None
+        if value < 1:
+            raise ValueError(f"{ENV_VAR}={text!r}: need at least 1 thread")
+        return ThreadChoice(value, f"set by {ENV_VAR}")
+    if environ.get("OMP_NUM_THREADS", "").strip():
+        return ThreadChoice(None, "OMP_NUM_THREADS is set, torch's start-up choice is kept")
+    if cores <= SMALL_MACHINE_CORES:
+        return ThreadChoice(1, f"{cores} usable core(s): 1 thread leaves a core for the browser and JupyterLab")
+    return ThreadChoice(None, f"{cores} usable cores: torch's own choice")
+
+
+def apply_thread_policy(num_threads: int | None = None) -> int:
+    """Set torch's intra-op thread count by the book's policy and return the number in use.
+
+    One sentence: on a laptop with 2 cores or fewer, 1 torch thread is several
+    times faster once the browser and JupyterLab share the CPU, so that is the
+    default; pass ``num_threads`` or set ``MIMO_NUM_THREADS`` to choose otherwise.
+    """
+    import torch
+
+    choice = choose_threads(num_threads)
+    if choice.num_threads is not None and torch.get_num_threads() != choice.num_threads:
+        torch.set_num_threads(choice.num_threads)
+    return torch.get_num_threads()
+
+
+def describe_thread_policy() -> str:
+    """One line for ``mimo_lib.doctor``: threads in use now, what the policy chooses, and why."""
+    import torch
+
+    choice = choose_threads()
+    chosen = "torch's default" if choice.num_threads is None else f"{choice.num_threads}"
+    return (
+        f"policy chooses {chosen} ({choice.reason}); torch uses {torch.get_num_threads()} now; "
+        f"override with {ENV_VAR}=N"
+    )
