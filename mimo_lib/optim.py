@@ -1,0 +1,81 @@
+"""The optimizer and the learning-rate schedule every trainer in ``mimo_lib`` uses (chapter 7 builds both).
+
+* :func:`make_optimizer`: AdamW over the trainable parameters; matrices decay, biases and norms do not
+  (as nanoGPT and Megatron-LM);
+* :class:`WarmupCosineSchedule`: a linear warm-up to the peak, then a cosine down to ``min_lr``,
+
+  .. math::  \\eta(s) = \\eta_{min} + \\tfrac12\\,(1 + \\cos(\\pi\\,p))\\,(\\eta_{max} - \\eta_{min}),
+     \\qquad p = \\frac{s - s_{warm}}{s_{end} - s_{warm}},
+
+  with a *continuation*: a resumed run that raises ``train_iters`` keeps every step it already took and
+  continues the cosine from the learning rate it stopped at down to ``min_lr`` at the new end, instead of
+  re-warming (:meth:`WarmupCosineSchedule.extended_to`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+
+def make_optimizer(
+    named_parameters, lr: float, weight_decay: float
+) -> tuple[torch.optim.AdamW, list[str]]:
+    """AdamW over the parameters that require gradients; returns it and their names in optimizer order.
+
+    ``named_parameters``: an iterable of ``(name, parameter)``, e.g. ``model.named_parameters()``.
+    """
+    decay, no_decay, names_decay, names_no_decay = [], [], [], []
+    for name, p in named_parameters:
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 else no_decay).append(p)
+        (names_decay if p.dim() >= 2 else names_no_decay).append(name)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr), names_decay + names_no_decay
+
+
+@dataclass
+class WarmupCosineSchedule:
+    """Linear warm-up to ``lr`` over ``warmup_iters`` steps, then a cosine down to ``min_lr`` at ``train_iters``.
+
+    Steps are 1-based: ``schedule(1)`` is the learning rate of the first update. ``restart_step`` /
+    ``restart_lr`` describe a continuation (see :meth:`extended_to`); 0 / None for a plain schedule.
+    """
+
+    lr: float
+    min_lr: float
+    warmup_iters: int
+    train_iters: int
+    restart_step: int = 0
+    restart_lr: float | None = None
+
+    def __call__(self, step: int) -> float:
+        if self.restart_lr is not None and step > self.restart_step:  # a continuation: cosine from restart_lr
+            start, peak = self.restart_step, self.restart_lr
+        elif step <= self.warmup_iters:
+            return self.lr * step / self.warmup_iters
+        else:
+            start, peak = self.warmup_iters, self.lr
+        progress = (step - start) / max(1, self.train_iters - start)  # (0, 1]
+        return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))) * (peak - self.min_lr)
+
+    def extended_to(self, train_iters: int, done_steps: int) -> WarmupCosineSchedule:
+        """The same schedule for the ``done_steps`` already taken, then a cosine from their last learning rate
+        down to ``min_lr`` at the new ``train_iters`` (a longer run that continues, not one that re-warms)."""
+        if train_iters == self.train_iters:
+            return self
+        return WarmupCosineSchedule(
+            self.lr, self.min_lr, self.warmup_iters, train_iters, restart_step=done_steps,
+            restart_lr=self(done_steps) if done_steps > 0 else None,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> WarmupCosineSchedule:
+        return cls(**state)
