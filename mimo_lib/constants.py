@@ -1,10 +1,23 @@
 """The numbers every part of ``mimo_lib`` must agree on, written once.
 
-Token ids are not here: they belong to the tokenizer (:data:`mimo_lib.tokenizer.SPECIAL_TOKENS`), and
-:class:`mimo_lib.config.MIMOConfig` derives its ``pad``/``video``/``audio``/``eos`` ids from it.
+The special tokens are here, in id order: the tokenizer gives them ids 0, 1, 2, ... and
+:class:`mimo_lib.config.MIMOConfig` derives its ``pad``/``eos``/``video``/``audio`` ids from the same tuple,
+so the two can never disagree.
 """
 
 from __future__ import annotations
+
+# --------------------------------------------------------------------------- special tokens
+
+#: ``<pad>`` (padding), ``<bos>``/``<eos>`` (begin/end of sequence), the placeholders ``<video>`` and
+#: ``<audio>`` that the model swaps for a clip's embeddings, and ``<image>`` (reserved: id 5 is kept so the
+#: ids of the committed models stay valid; no dataset accepts images yet).
+SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<video>", "<audio>", "<image>")
+PAD_TOKEN_ID = SPECIAL_TOKENS.index("<pad>")
+BOS_TOKEN_ID = SPECIAL_TOKENS.index("<bos>")
+EOS_TOKEN_ID = SPECIAL_TOKENS.index("<eos>")
+VIDEO_TOKEN_ID = SPECIAL_TOKENS.index("<video>")
+AUDIO_TOKEN_ID = SPECIAL_TOKENS.index("<audio>")
 
 # --------------------------------------------------------------------------- labels and prompts
 

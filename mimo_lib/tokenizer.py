@@ -57,10 +57,8 @@ from pathlib import Path
 
 import torch
 
+from mimo_lib.constants import SPECIAL_TOKENS  # in id order: ``<pad>`` is 0, ..., ``<image>`` is 5
 from mimo_lib.errors import MimoInputError
-
-SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<video>", "<audio>", "<image>")
-"""The special tokens, in id order: ``<pad>`` is 0, ..., ``<image>`` is 5."""
 
 NUM_BYTE_TOKENS = 256
 """One token for every possible byte value."""
