@@ -18,6 +18,16 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from mimo_lib.constants import (
+    AUDIO_TOKEN_ID,
+    EOS_TOKEN_ID,
+    FEATURE_FRAMES_PER_SECOND,
+    IGNORE_INDEX,
+    PAD_TOKEN_ID,
+    SAMPLE_RATE,
+    VIDEO_TOKEN_ID,
+)
+
 VISION_BACKBONES = ("clip", "hf-clip")
 PATCH_EMBEDDINGS = ("linear", "conv")
 AUDIO_BACKBONES = ("whisper", "beats", "hf-whisper")
@@ -25,9 +35,6 @@ POSITION_EMBEDDINGS = ("rope", "learned_absolute")
 NORMALIZATIONS = ("LayerNorm", "RMSNorm")
 ACTIVATIONS = ("gelu", "swiglu")
 PROJECTOR_TYPES = ("mlp2x_gelu",)
-
-#: Audio feature frames per second (a 10 ms hop), for both Whisper log-mel and Kaldi fbank.
-FEATURE_FRAMES_PER_SECOND = 100
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -112,7 +119,7 @@ class AudioTowerConfig:
 
     backbone_type: str = "whisper"  # --audio-backbone-type: "whisper", "beats" (built here) or "hf-whisper"
     pretrained_path: str | None = None  # hf-whisper only: local folder for from_pretrained (own towers: MIMOModel.load_towers)
-    sample_rate: int = 16_000  # audio is resampled to this rate
+    sample_rate: int = SAMPLE_RATE  # audio is resampled to this rate (16 kHz, as Whisper)
     clip_duration_s: float = 1.0  # audio is cropped or zero-padded to this length
     num_mel_bins: int | None = None  # feature bins per frame; None = the backbone's own: 80 log-mel (Whisper), 128 fbank (BEATs)
     hidden_size: int = 128  # width of the encoder
@@ -232,16 +239,23 @@ class LanguageModelConfig:
 
 @dataclass
 class MIMOConfig:
-    """The whole model: towers, projectors, language model, and the placeholder token ids."""
+    """The whole model: towers, projectors, language model, and the special token ids.
 
-    vision: VisionTowerConfig = field(default_factory=VisionTowerConfig)
+    ``MIMOConfig()`` is the book's toy model (the ``toy`` preset): the component defaults are generic
+    (CLIP/Whisper/Megatron-like), and the few settings that made the toy model learn are set here, each
+    explained in :func:`_toy_vision`, :func:`_toy_projector` and :func:`_toy_language_model`. The token
+    ids come from :data:`mimo_lib.constants.SPECIAL_TOKENS`, the tokenizer's own table.
+    """
+
+    vision: VisionTowerConfig = field(default_factory=lambda: _toy_vision())
     audio: AudioTowerConfig = field(default_factory=AudioTowerConfig)
-    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
-    language_model: LanguageModelConfig = field(default_factory=LanguageModelConfig)
-    pad_token_id: int = 0  # Tokenizer.pad_id
-    video_token_id: int = 3  # Tokenizer.video_token_id: each <video> expands to the clip's video tokens
-    audio_token_id: int = 4  # Tokenizer.audio_token_id: each <audio> expands to the clip's audio tokens
-    ignore_index: int = -100  # label value the loss skips (prompt, padding, modality positions)
+    projector: ProjectorConfig = field(default_factory=lambda: _toy_projector())
+    language_model: LanguageModelConfig = field(default_factory=lambda: _toy_language_model())
+    pad_token_id: int = PAD_TOKEN_ID  # <pad>: fills the rows of a batch after each sample's end
+    eos_token_id: int = EOS_TOKEN_ID  # <eos>: ends every answer; generation stops when it is produced
+    video_token_id: int = VIDEO_TOKEN_ID  # <video>: each expands to the clip's video tokens
+    audio_token_id: int = AUDIO_TOKEN_ID  # <audio>: each expands to the clip's audio tokens
+    ignore_index: int = IGNORE_INDEX  # label value the loss skips (prompt, padding, modality positions)
 
     @property
     def num_video_tokens(self) -> int:
@@ -300,43 +314,51 @@ class MIMOConfig:
         return cls(**kwargs)
 
 
-def _toy() -> MIMOConfig:
+def _toy_vision() -> VisionTowerConfig:
     # A convolutional stem: a ViT whose only patch embedding is one strided conv
-    # learns shapes very slowly from a few thousand synthetic clips (measured:
-    # still at chance after 150 contrastive steps), while three stride-2 3x3
-    # convolutions in front of the same transformer learn them in about 100 steps.
-    #
+    # learns shapes very slowly from a few thousand synthetic clips, while three
+    # stride-2 3x3 convolutions in front of the same transformer learn them much
+    # faster (chapter 2 measures both).
+    return VisionTowerConfig(patch_embedding_type="conv")
+
+
+def _toy_projector() -> ProjectorConfig:
     # Temporal compression 8: each video token is one 16x16-pixel cell of the
     # frame over all 8 frames (16 video tokens instead of 128). With one frame
-    # per token the decoder never learned which way a shape moves (motion at
-    # chance after 1,000 instruct steps, though a linear probe on the same
-    # tower outputs reads it perfectly); with the frames side by side in one
-    # token it learned it in about 750 steps (chapter 7).
-    #
+    # per token the decoder learned which way a shape moves far more slowly
+    # than with the frames side by side in one token (chapter 4).
+    return ProjectorConfig(vision_temporal_compression=8)
+
+
+def _toy_language_model() -> LanguageModelConfig:
     # init_method_std 0.1, not Megatron's 0.02: 0.02 suits widths of about
     # 1,000-2,500 (roughly 1/sqrt(hidden_size)); for width 128 the same rule gives
     # 0.088. With 0.02 the decoder learned to *compare* a word with what it saw
-    # or read ("Is the shape a square?") very slowly: 74% after 600 steps on a
-    # text-only version of the question, against 99% after 300 steps with 0.1
-    # (benchmarks/init_scale.py, chapter 7).
-    return MIMOConfig(
-        vision=VisionTowerConfig(patch_embedding_type="conv"),
-        projector=ProjectorConfig(vision_temporal_compression=8),
-        language_model=LanguageModelConfig(init_method_std=0.1),
-    )
+    # or read ("Is the shape a square?") very slowly (benchmarks/init_scale.py,
+    # chapter 7).
+    return LanguageModelConfig(init_method_std=0.1)
+
+
+def _toy() -> MIMOConfig:
+    return MIMOConfig()
 
 
 def _small() -> MIMOConfig:
+    """The toy model's design at about 30 M parameters: the settings that made ``toy`` learn carry over
+    (conv stem, frames merged per cell, init std about 1/sqrt(hidden_size)); its recipe is not yet run."""
     return MIMOConfig(
         vision=VisionTowerConfig(
-            image_size=128, patch_size=16, hidden_size=384, num_layers=6, num_attention_heads=6, ffn_hidden_size=1536
+            image_size=128, patch_size=16, hidden_size=384, num_layers=6, num_attention_heads=6, ffn_hidden_size=1536,
+            patch_embedding_type="conv",
         ),
         audio=AudioTowerConfig(
             clip_duration_s=2.0, hidden_size=384, num_layers=6, num_attention_heads=6, ffn_hidden_size=1536,
             audio_seq_len=50,
         ),
+        projector=ProjectorConfig(vision_temporal_compression=8),
         language_model=LanguageModelConfig(
-            num_layers=8, hidden_size=512, num_attention_heads=8, ffn_hidden_size=2048, max_sequence_length=1024
+            num_layers=8, hidden_size=512, num_attention_heads=8, ffn_hidden_size=2048, max_sequence_length=1024,
+            init_method_std=round(1 / math.sqrt(512), 3),
         ),
     )
 
@@ -346,7 +368,7 @@ def _llava_avlm_7b() -> MIMOConfig:
     return MIMOConfig(
         vision=VisionTowerConfig(
             image_size=336, patch_size=14, hidden_size=1024, num_layers=24, num_attention_heads=16,
-            ffn_hidden_size=4096, pool_size=1, num_frames=8,
+            ffn_hidden_size=4096, pool_size=1, num_frames=8, patch_embedding_type="linear",
         ),
         audio=AudioTowerConfig(
             clip_duration_s=30.0, num_mel_bins=80, hidden_size=512, num_layers=6, num_attention_heads=8,
@@ -355,8 +377,9 @@ def _llava_avlm_7b() -> MIMOConfig:
         language_model=LanguageModelConfig(
             vocab_size=32_000, make_vocab_size_divisible_by=128, num_layers=32, hidden_size=4096,
             num_attention_heads=32, ffn_hidden_size=11_008, max_sequence_length=8192, normalization="RMSNorm",
-            activation="swiglu", add_bias_linear=False, layernorm_epsilon=1e-5,
+            activation="swiglu", add_bias_linear=False, layernorm_epsilon=1e-5, init_method_std=0.02,
         ),
+        projector=ProjectorConfig(),
     )
 
 
@@ -368,6 +391,7 @@ def _tiny() -> MIMOConfig:
             num_attention_heads=2, ffn_hidden_size=64, select_layer=-1,
         ),
         audio=AudioTowerConfig(hidden_size=32, num_layers=1, num_attention_heads=2, ffn_hidden_size=64, audio_seq_len=5),
+        projector=ProjectorConfig(),
         language_model=LanguageModelConfig(
             hidden_size=32, num_layers=2, num_attention_heads=2, ffn_hidden_size=64, max_sequence_length=256
         ),
