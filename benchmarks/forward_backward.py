@@ -22,7 +22,7 @@ import torch
 
 from mimo_lib.config import get_preset
 from mimo_lib.data.dataset import SyntheticAVDataset, collate_av_batch
-from mimo_lib.data.synthetic import SyntheticConfig
+from mimo_lib.data.synthetic import synthetic_config_for
 from mimo_lib.model import MIMOModel
 from mimo_lib.tokenizer import Tokenizer
 
@@ -43,13 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = Tokenizer.default()
     torch.manual_seed(0)
     model = MIMOModel(config).to(args.device)
-    synthetic = SyntheticConfig(
-        num_frames=config.vision.num_frames,
-        image_size=config.vision.image_size,
-        duration_s=config.audio.clip_duration_s,
-        sample_rate=config.audio.sample_rate,
-    )
-    dataset = SyntheticAVDataset(args.batch_size, seed=0, config=synthetic, tokenizer=tokenizer)
+    dataset = SyntheticAVDataset(args.batch_size, seed=0, config=synthetic_config_for(config), tokenizer=tokenizer)
     batch = collate_av_batch([dataset[i] for i in range(args.batch_size)], tokenizer.pad_id)
     inputs = {
         "input_ids": batch["input_ids"].to(args.device),

@@ -38,13 +38,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mimo_lib.config import get_preset  # noqa: E402
+from mimo_lib.constants import HELD_OUT_SEED_OFFSET, IGNORE_INDEX  # noqa: E402
 from mimo_lib.data.conversation import encode_conversation  # noqa: E402
 from mimo_lib.data.synthetic import SyntheticConfig, ask, describe, random_events  # noqa: E402
 from mimo_lib.language_model import GPTLanguageModel  # noqa: E402
 from mimo_lib.tokenizer import Tokenizer  # noqa: E402
-
-IGNORE = -100
-HELD_OUT_SEED = 10**6  # training seeds are 0, 1, 2, ...; held-out ones start here
 
 
 def text_only_batch(tokenizer: Tokenizer, seeds: range, question_type: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,7 +56,7 @@ def text_only_batch(tokenizer: Tokenizer, seeds: range, question_type: str) -> t
         pairs.append(encode_conversation(tokenizer, turns))
     length = max(len(ids) for ids, _ in pairs)
     input_ids = torch.full((len(pairs), length), tokenizer.pad_id, dtype=torch.long)
-    labels = torch.full((len(pairs), length), IGNORE, dtype=torch.long)
+    labels = torch.full((len(pairs), length), IGNORE_INDEX, dtype=torch.long)
     for row, (ids, target) in enumerate(pairs):
         input_ids[row, : len(ids)] = torch.tensor(ids)
         labels[row, : len(target)] = torch.tensor(target)
@@ -69,7 +67,7 @@ def text_only_batch(tokenizer: Tokenizer, seeds: range, question_type: str) -> t
 def first_answer_token_accuracy(model: GPTLanguageModel, input_ids: torch.Tensor, labels: torch.Tensor) -> float:
     """Share of rows whose first answer token ("Yes" or "No") is the model's top guess."""
     logits = model(input_ids=input_ids).logits  # (B, S, V)
-    first = (labels != IGNORE).float().argmax(1)  # (B,) position of the first answer token
+    first = (labels != IGNORE_INDEX).float().argmax(1)  # (B,) position of the first answer token
     rows = torch.arange(len(input_ids))
     return (logits[rows, first - 1].argmax(-1) == labels[rows, first]).float().mean().item()
 
@@ -79,13 +77,15 @@ def train_one(std: float, args: argparse.Namespace, tokenizer: Tokenizer) -> lis
     config = replace(get_preset("toy").language_model, init_method_std=std)
     model = GPTLanguageModel(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    held_out = text_only_batch(tokenizer, range(HELD_OUT_SEED, HELD_OUT_SEED + args.eval_samples), args.question_type)
+    # never a training seed (seed * 10**7 + step * batch_size) in runs of fewer than 10**6 / batch_size steps
+    held_out_seeds = range(HELD_OUT_SEED_OFFSET, HELD_OUT_SEED_OFFSET + args.eval_samples)
+    held_out = text_only_batch(tokenizer, held_out_seeds, args.question_type)
     curve = []
     bar = tqdm(range(1, args.steps + 1), desc=f"std {std}", leave=False)
     for step in bar:
         first = args.seed * 10**7 + step * args.batch_size
         input_ids, labels = text_only_batch(tokenizer, range(first, first + args.batch_size), args.question_type)
-        loss = model(input_ids=input_ids, labels=labels, ignore_index=IGNORE).loss
+        loss = model(input_ids=input_ids, labels=labels, ignore_index=IGNORE_INDEX).loss
         if not torch.isfinite(loss):
             raise RuntimeError(f"non-finite loss at step {step} with init_method_std {std}")
         optimizer.zero_grad()

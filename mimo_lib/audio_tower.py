@@ -57,11 +57,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mimo_lib.config import AudioTowerConfig
+from mimo_lib.constants import FEATURE_FRAMES_PER_SECOND, FEATURE_HOP_S, FEATURE_WINDOW_S, SAMPLE_RATE
 from mimo_lib.features import kaldi_fbank, log_mel_spectrogram
-
-FEATURE_WINDOW_S = 0.025  # 25 ms analysis window (400 samples at 16 kHz)
-FEATURE_HOP_S = 0.010  # 10 ms hop (160 samples at 16 kHz): 100 frames per second
-WHISPER_SAMPLE_RATE = 16_000  # every Whisper checkpoint was trained on 16 kHz audio
 
 # --------------------------------------------------------------------------- #
 # Small helpers: fitting the waveform, positions, pooling
@@ -413,10 +410,10 @@ def _check_against_checkpoint(config: AudioTowerConfig, hf_config, folder: Path)
         problems.append(f"num_mel_bins={hf_config.num_mel_bins} (config has {config.num_mel_bins})")
     if config.hidden_size != hf_config.d_model:
         problems.append(f"hidden_size={hf_config.d_model} (config has {config.hidden_size})")
-    if config.sample_rate != WHISPER_SAMPLE_RATE:
-        problems.append(f"sample_rate={WHISPER_SAMPLE_RATE} (config has {config.sample_rate})")
+    if config.sample_rate != SAMPLE_RATE:  # every Whisper checkpoint was trained on 16 kHz audio
+        problems.append(f"sample_rate={SAMPLE_RATE} (config has {config.sample_rate})")
     if config.encoder_seq_len > hf_config.max_source_positions:
-        longest = hf_config.max_source_positions * 2 / 100
+        longest = hf_config.max_source_positions * 2 / FEATURE_FRAMES_PER_SECOND  # 2 frames per position
         problems.append(f"clip_duration_s <= {longest:g} (config has {config.clip_duration_s:g})")
     if problems:
         raise ValueError(

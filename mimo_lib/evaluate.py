@@ -36,15 +36,14 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from mimo_lib.config import MIMOConfig
+from mimo_lib.constants import HELD_OUT_SEED_OFFSET  # held-out synthetic clips: seed + this
 from mimo_lib.data.conversation import IGNORE_INDEX, encode_conversation
 from mimo_lib.data.dataset import AVFolderDataset, SyntheticAVDataset, collate_av_batch
-from mimo_lib.data.synthetic import ALL_QUESTION_TYPES, QUESTION_TYPES, SyntheticConfig
+from mimo_lib.data.synthetic import ALL_QUESTION_TYPES, QUESTION_TYPES, synthetic_config_for
 from mimo_lib.errors import MimoInputError
 from mimo_lib.model import MIMOModel
 from mimo_lib.tokenizer import Tokenizer
 
-#: Held-out synthetic clips use seed ``training seed + HELD_OUT_SEED_OFFSET`` (sample i: ``[seed, i]``).
-HELD_OUT_SEED_OFFSET = 1_000_003
 UNTYPED = "untyped"  # column for folder samples without a question_type
 ALL = "all"
 
@@ -54,16 +53,6 @@ MediaTransform = Callable[[dict], dict]
 # --------------------------------------------------------------------------- #
 # Datasets that fit a model
 # --------------------------------------------------------------------------- #
-
-
-def synthetic_config_for(config: MIMOConfig) -> SyntheticConfig:
-    """Render synthetic clips the way the model reads them: its frames, image size, clip length and rate."""
-    return SyntheticConfig(
-        num_frames=config.vision.num_frames,
-        image_size=config.vision.image_size,
-        duration_s=config.audio.clip_duration_s,
-        sample_rate=config.audio.sample_rate,
-    )
 
 
 def build_dataset(

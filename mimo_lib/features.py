@@ -16,8 +16,16 @@ from __future__ import annotations
 import torch
 import torchaudio
 
-WHISPER_N_FFT = 400  # 25 ms window at 16 kHz
-WHISPER_HOP_LENGTH = 160  # 10 ms hop at 16 kHz -> 100 frames per second
+from mimo_lib.constants import (
+    FEATURE_HOP_S,
+    FEATURE_HOP_SAMPLES,
+    FEATURE_WINDOW_S,
+    FEATURE_WINDOW_SAMPLES,
+    SAMPLE_RATE,
+)
+
+WHISPER_N_FFT = FEATURE_WINDOW_SAMPLES  # 25 ms window at 16 kHz: 400 samples
+WHISPER_HOP_LENGTH = FEATURE_HOP_SAMPLES  # 10 ms hop at 16 kHz: 160 samples, 100 frames per second
 WHISPER_N_MELS = 80
 
 
@@ -83,7 +91,7 @@ def _mel_transform(sample_rate: int, n_fft: int, hop_length: int, n_mels: int) -
 
 def log_mel_spectrogram(
     waveform: torch.Tensor,
-    sample_rate: int = 16_000,
+    sample_rate: int = SAMPLE_RATE,
     n_mels: int = WHISPER_N_MELS,
     n_fft: int = WHISPER_N_FFT,
     hop_length: int = WHISPER_HOP_LENGTH,
@@ -110,13 +118,13 @@ def log_mel_spectrogram(
 # divides by *twice* the standard deviation, so features land roughly in [-1, 1].
 BEATS_FBANK_MEAN = 15.41663
 BEATS_FBANK_STD = 6.55582
-KALDI_FRAME_LENGTH_MS = 25.0  # window length
-KALDI_FRAME_SHIFT_MS = 10.0  # hop: 100 frames per second, like Whisper's log-mel
+KALDI_FRAME_LENGTH_MS = FEATURE_WINDOW_S * 1000  # window length: 25 ms, as Whisper's
+KALDI_FRAME_SHIFT_MS = FEATURE_HOP_S * 1000  # hop: 10 ms, 100 frames per second, like Whisper's log-mel
 
 
 def kaldi_fbank(
     waveform: torch.Tensor,
-    sample_rate: int = 16_000,
+    sample_rate: int = SAMPLE_RATE,
     num_mel_bins: int = 128,
     num_frames: int | None = None,
     normalize: bool = True,

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from mimo_lib.audio_tower import build_audio_tower
 from mimo_lib.config import AudioTowerConfig, VisionTowerConfig, get_preset
+from mimo_lib.constants import HELD_OUT_SEED_OFFSET
 from mimo_lib.data.synthetic import (
     COLOURS,
     INSTRUMENTS,
@@ -55,6 +56,7 @@ from mimo_lib.data.synthetic import (
     random_events,
     render_audio,
     render_video,
+    synthetic_config_for,
 )
 from mimo_lib.tokenizer import Tokenizer
 from mimo_lib.vision_tower import build_vision_tower
@@ -417,17 +419,12 @@ DEFAULTS = {"vision": {"steps": 600, "lr": 1e-3}, "audio": {"steps": 300, "lr": 
 
 def run(modality: str, preset: str, steps: int, batch_size: int, lr: float, num_clips: int, seed: int, out: Path):
     config = get_preset(preset)
-    synthetic = SyntheticConfig(
-        num_frames=config.vision.num_frames,
-        image_size=config.vision.image_size,
-        duration_s=config.audio.clip_duration_s,
-        sample_rate=config.audio.sample_rate,
-    )
+    synthetic = synthetic_config_for(config)
     torch.manual_seed(seed)
     tower = build_vision_tower(config.vision) if modality == "vision" else build_audio_tower(config.audio)
     model = ContrastivePretrainer(modality, tower, Tokenizer.default())
     media, targets = make_pretraining_set(modality, num_clips, seed, synthetic, progress=True)
-    held_out = make_pretraining_set(modality, 512, seed + 1_000_003, synthetic)
+    held_out = make_pretraining_set(modality, 512, seed + HELD_OUT_SEED_OFFSET, synthetic)
     start = time.perf_counter()
     losses = pretrain(model, media, targets, steps, batch_size, lr, seed)
     minutes = (time.perf_counter() - start) / 60

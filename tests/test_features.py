@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from mimo_lib.features import log_mel_spectrogram, num_patches, patchify, unpatchify
+from mimo_lib.constants import FEATURE_FRAMES_PER_SECOND, SAMPLE_RATE
+from mimo_lib.features import kaldi_fbank, log_mel_spectrogram, num_patches, patchify, unpatchify
 
 
 def test_patchify_shape_and_order():
@@ -68,3 +69,12 @@ def test_log_mel_batches_like_single():
 def test_log_mel_rejects_too_short_audio():
     with pytest.raises(ValueError, match="too short"):
         log_mel_spectrogram(torch.zeros(10))
+
+
+@pytest.mark.parametrize("seconds", [1.0, 2.5])
+def test_both_front_ends_give_one_frame_per_shared_hop(seconds):
+    # log-mel (Whisper) and Kaldi fbank (BEATs) both read mimo_lib.constants' hop: 100 frames per second
+    waveform = torch.randn(int(seconds * SAMPLE_RATE)) * 0.1
+    frames = round(seconds * FEATURE_FRAMES_PER_SECOND)
+    assert log_mel_spectrogram(waveform).shape[-1] == frames
+    assert kaldi_fbank(waveform).shape[-1] == frames

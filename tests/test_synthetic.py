@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from mimo_lib import evaluate
+from mimo_lib.config import get_preset
+from mimo_lib.constants import AV_PROMPT
 from mimo_lib.data.synthetic import (
     ALL_QUESTION_TYPES,
     BACKGROUND_RGB,
@@ -27,6 +30,7 @@ from mimo_lib.data.synthetic import (
     motion_phrase,
     moving_phrase,
     synthesize_note,
+    synthetic_config_for,
     vocabulary_corpus,
 )
 
@@ -107,7 +111,7 @@ def test_all_attributes_appear_over_many_clips():
 def test_placeholders_lead_the_first_question_only():
     sample = make_sample(5, "audio", num_turns=3)
     assert len(sample.conversations) == 6
-    assert sample.conversations[0]["value"].startswith("<video>\n<audio>\n")
+    assert sample.conversations[0]["value"].startswith(AV_PROMPT) and AV_PROMPT == "<video>\n<audio>\n"
     assert all("<video>" not in t["value"] for t in sample.conversations[1:])
     assert [t["from"] for t in sample.conversations] == ["human", "gpt"] * 3
 
@@ -331,3 +335,15 @@ def test_vocabulary_covers_every_generated_sentence():
         for qt in ALL_QUESTION_TYPES:
             for turn in make_sample([seed, 1], qt).conversations:
                 assert set(re.findall(r"[A-Za-z]+", turn["value"])) <= words | {"video", "audio"}
+
+
+@pytest.mark.parametrize("preset", ["tiny", "toy", "small"])
+def test_synthetic_config_for_renders_what_the_model_reads(preset):
+    config = get_preset(preset)
+    synthetic = synthetic_config_for(config)
+    clip = make_clip(3, synthetic)
+    assert tuple(clip.video.shape) == (config.vision.num_frames, 3, config.vision.image_size, config.vision.image_size)
+    assert clip.audio.shape == (config.audio.num_samples,)
+    assert synthetic.sample_rate == config.audio.sample_rate
+    # one helper, re-exported by evaluate (train.py and chapter 7 import it from there)
+    assert evaluate.synthetic_config_for is synthetic_config_for

@@ -32,9 +32,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from mimo_lib.constants import AV_PROMPT, SAMPLE_RATE
+
+if TYPE_CHECKING:  # only for annotations: the data generator does not need the model's config module
+    from mimo_lib.config import MIMOConfig
 
 # --------------------------------------------------------------------------- #
 # The world the clips are drawn from
@@ -86,7 +92,7 @@ class SyntheticConfig:
 
     num_frames: int = 8  # video frames per clip, spread evenly over the clip
     image_size: int = 64  # frame height = width, in pixels
-    sample_rate: int = 16_000  # audio samples per second
+    sample_rate: int = SAMPLE_RATE  # audio samples per second
     duration_s: float = 1.0  # clip length in seconds (video and audio)
     pixel_noise_std: float = 4.0  # std of Gaussian noise added to every pixel (0-255 scale)
     audio_noise_std: float = 0.003  # std of background hiss added to the waveform
@@ -110,6 +116,16 @@ class SyntheticConfig:
     def num_samples(self) -> int:
         """Audio samples per clip."""
         return int(round(self.duration_s * self.sample_rate))
+
+
+def synthetic_config_for(config: MIMOConfig) -> SyntheticConfig:
+    """Render synthetic clips the way ``config``'s model reads them: its frames, image size, clip length and rate."""
+    return SyntheticConfig(
+        num_frames=config.vision.num_frames,
+        image_size=config.vision.image_size,
+        duration_s=config.audio.clip_duration_s,
+        sample_rate=config.audio.sample_rate,
+    )
 
 
 @dataclass(frozen=True)
@@ -423,7 +439,7 @@ def make_sample(
     for turn, asked_type in enumerate(asked):
         question, answer = ask(clip.events, asked_type, rng, false_claim_attributes)
         if turn == 0:
-            question = "<video>\n<audio>\n" + question
+            question = AV_PROMPT + question
         turns += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
     return SyntheticSample(clip, question_type, turns)
 
@@ -676,5 +692,6 @@ __all__ = [
     "render_video",
     "shape_mask",
     "synthesize_note",
+    "synthetic_config_for",
     "vocabulary_corpus",
 ]
