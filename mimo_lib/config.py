@@ -27,6 +27,7 @@ from mimo_lib.constants import (
     SAMPLE_RATE,
     VIDEO_TOKEN_ID,
 )
+from mimo_lib.errors import MimoInputError
 
 VISION_BACKBONES = ("clip", "hf-clip")
 PATCH_EMBEDDINGS = ("linear", "conv")
@@ -37,14 +38,18 @@ ACTIVATIONS = ("gelu", "swiglu")
 PROJECTOR_TYPES = ("mlp2x_gelu",)
 
 
+class ConfigError(MimoInputError):
+    """A model configuration that cannot be built (from a preset with flags, a config file or a checkpoint)."""
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {choices}")
+        raise ConfigError(f"{name}={value!r} is not one of {choices}")
 
 
 def _check_heads(where: str, hidden_size: int, num_attention_heads: int) -> None:
     if hidden_size % num_attention_heads != 0:
-        raise ValueError(
+        raise ConfigError(
             f"{where}: hidden_size {hidden_size} is not divisible by num_attention_heads {num_attention_heads}"
         )
 
@@ -75,27 +80,27 @@ class VisionTowerConfig:
         _check_choice("vision backbone_type", self.backbone_type, VISION_BACKBONES)
         _check_choice("vision patch_embedding_type", self.patch_embedding_type, PATCH_EMBEDDINGS)
         if self.patch_embedding_type == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
-            raise ValueError(f"a conv stem halves the frame per layer: patch_size {self.patch_size} must be a power of 2")
+            raise ConfigError(f"a conv stem halves the frame per layer: patch_size {self.patch_size} must be a power of 2")
         if self.backbone_type == "hf-clip" and self.patch_embedding_type != "linear":
-            raise ValueError("hf-clip checkpoints use CLIP's linear patch embedding: set patch_embedding_type='linear'")
+            raise ConfigError("hf-clip checkpoints use CLIP's linear patch embedding: set patch_embedding_type='linear'")
         _check_heads("vision tower", self.hidden_size, self.num_attention_heads)
         if self.image_size % self.patch_size != 0:
-            raise ValueError(f"vision image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
+            raise ConfigError(f"vision image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
         if self.pool_size < 1:
-            raise ValueError(f"vision pool_size must be at least 1 (got {self.pool_size})")
+            raise ConfigError(f"vision pool_size must be at least 1 (got {self.pool_size})")
         if self.num_channels != 3:
-            raise ValueError(f"vision num_channels must be 3 (RGB frames, CLIP normalisation), got {self.num_channels}")
+            raise ConfigError(f"vision num_channels must be 3 (RGB frames, CLIP normalisation), got {self.num_channels}")
         if self.grid_size % self.pool_size != 0:
-            raise ValueError(
+            raise ConfigError(
                 f"vision patch grid {self.grid_size}x{self.grid_size} is not divisible by pool_size {self.pool_size}"
             )
         if not -self.num_layers <= self.select_layer <= self.num_layers or self.select_layer == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"vision select_layer {self.select_layer} must pick one of the {self.num_layers} blocks "
                 f"(1..{self.num_layers} or -1..-{self.num_layers})"
             )
         if self.num_frames < 1:
-            raise ValueError(f"num_frames must be at least 1 (got {self.num_frames})")
+            raise ConfigError(f"num_frames must be at least 1 (got {self.num_frames})")
 
     @property
     def grid_size(self) -> int:
@@ -139,13 +144,13 @@ class AudioTowerConfig:
             self.audio_seq_len = max(1, self.encoder_seq_len // 2)
         _check_heads("audio tower", self.hidden_size, self.num_attention_heads)
         if self.backbone_type == "beats" and self.num_mel_bins % self.beats_patch_size != 0:
-            raise ValueError(
+            raise ConfigError(
                 f"beats: num_mel_bins {self.num_mel_bins} is not divisible by beats_patch_size {self.beats_patch_size}"
             )
         natural = self.encoder_seq_len
         if self.audio_seq_len < 1 or natural % self.audio_seq_len != 0:
             divisors = [d for d in range(1, natural + 1) if natural % d == 0]
-            raise ValueError(
+            raise ConfigError(
                 f"--audio-seq-len {self.audio_seq_len} does not fit the {self.backbone_type} encoder, which makes "
                 f"{natural} positions for {self.clip_duration_s:g} s of audio: audio_seq_len must divide {natural} "
                 f"(one of {divisors}), or change clip_duration_s"
@@ -192,7 +197,7 @@ class ProjectorConfig:
         _check_choice("projector_type", self.projector_type, PROJECTOR_TYPES)
         for name in ("vision_temporal_compression", "vision_token_compression", "audio_token_compression"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1 (got {getattr(self, name)})")
+                raise ConfigError(f"{name} must be at least 1 (got {getattr(self, name)})")
 
 
 @dataclass
@@ -270,17 +275,17 @@ class MIMOConfig:
 
     def __post_init__(self) -> None:
         if self.vision.num_frames % self.projector.vision_temporal_compression:
-            raise ValueError(
+            raise ConfigError(
                 f"vision_temporal_compression {self.projector.vision_temporal_compression} must divide "
                 f"num_frames {self.vision.num_frames}"
             )
         if (self.vision.num_tokens // self.projector.vision_temporal_compression) % self.projector.vision_token_compression:
-            raise ValueError(
+            raise ConfigError(
                 f"vision_token_compression {self.projector.vision_token_compression} must divide "
                 f"the {self.vision.num_tokens // self.projector.vision_temporal_compression} video tokens"
             )
         if self.audio.audio_seq_len % self.projector.audio_token_compression:
-            raise ValueError(
+            raise ConfigError(
                 f"audio_token_compression {self.projector.audio_token_compression} must divide "
                 f"audio_seq_len {self.audio.audio_seq_len}"
             )
@@ -300,14 +305,14 @@ class MIMOConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown MIMOConfig fields {sorted(unknown)}")
+            raise ConfigError(f"unknown MIMOConfig fields {sorted(unknown)}")
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if key in parts:
                 part_fields = {f.name for f in fields(parts[key])}
                 bad = set(value) - part_fields
                 if bad:
-                    raise ValueError(f"unknown {key} config fields {sorted(bad)}")
+                    raise ConfigError(f"unknown {key} config fields {sorted(bad)}")
                 kwargs[key] = parts[key](**value)
             else:
                 kwargs[key] = value
@@ -404,6 +409,6 @@ PRESETS = {"tiny": _tiny, "toy": _toy, "small": _small, "llava-avlm-7b": _llava_
 def get_preset(name: str, **overrides: Any) -> MIMOConfig:
     """A fresh config for preset ``name``; ``overrides`` replace top-level fields (e.g. ``vision=...``)."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     config = PRESETS[name]()
     return replace(config, **overrides) if overrides else config
