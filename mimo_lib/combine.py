@@ -63,7 +63,8 @@ from dataclasses import dataclass
 
 import torch
 
-from mimo_lib.errors import MimoInputError
+from mimo_lib.constants import AUDIO_TOKEN_ID, IGNORE_INDEX, PAD_TOKEN_ID, VIDEO_TOKEN_ID
+from mimo_lib.errors import CombineError
 
 TEXT, VIDEO, AUDIO, PADDING = 0, 1, 2, -1
 """Values of :attr:`CombinedInputs.modality_map`, one per position."""
@@ -71,15 +72,11 @@ TEXT, VIDEO, AUDIO, PADDING = 0, 1, 2, -1
 MODALITY_NAMES: dict[int, str] = {TEXT: "text", VIDEO: "video", AUDIO: "audio", PADDING: "padding"}
 """Name of each modality-map value."""
 
-DEFAULT_MODALITY_NAMES: dict[int, str] = {3: "video", 4: "audio"}
-"""Placeholder id -> modality: ``MIMOConfig.video_token_id`` and ``audio_token_id`` (the Tokenizer's ids)."""
+DEFAULT_MODALITY_NAMES: dict[int, str] = {VIDEO_TOKEN_ID: "video", AUDIO_TOKEN_ID: "audio"}
+"""Placeholder id -> modality: the tokenizer's ``<video>`` and ``<audio>`` ids (as ``MIMOConfig``'s)."""
 
 _CODE_OF_NAME = {name: code for code, name in MODALITY_NAMES.items() if code not in (TEXT, PADDING)}
 _MAX_LISTED_SAMPLES = 8  # error messages list at most this many samples
-
-
-class CombineError(MimoInputError):
-    """The placeholders in the token ids and the modality embeddings given do not fit together."""
 
 
 @dataclass
@@ -110,6 +107,91 @@ def _list_samples(sample_ids: Sequence[str] | None, entries: Sequence[tuple[int,
     if len(entries) > _MAX_LISTED_SAMPLES:
         parts.append(f"... and {len(entries) - _MAX_LISTED_SAMPLES} more")
     return ", ".join(parts)
+
+
+def _describe(token_id: int, names: Mapping[int, str]) -> str:
+    """``"<video> (id 3)"`` for a named placeholder id, ``"placeholder id 7"`` otherwise."""
+    return f"<{names[token_id]}> (id {token_id})" if token_id in names else f"placeholder id {token_id}"
+
+
+# ----------------------------------------------------------------------------- checks, before the algorithm
+
+
+def check_tensors(
+    input_ids: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    labels: torch.Tensor | None,
+) -> None:
+    """``input_ids`` ``(B, L)`` integer ids; ``text_embeddings`` ``(B, L, D)``; mask and labels ``(B, L)``."""
+    if input_ids.dim() != 2:
+        raise CombineError(f"input_ids must be (B, L), got shape {tuple(input_ids.shape)}")
+    if input_ids.is_floating_point() or input_ids.is_complex():
+        raise CombineError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+    batch, length = input_ids.shape
+    if text_embeddings.dim() != 3 or text_embeddings.shape[:2] != (batch, length):
+        raise CombineError(
+            f"text_embeddings must be (B, L, D) = ({batch}, {length}, D) like input_ids, "
+            f"got shape {tuple(text_embeddings.shape)}"
+        )
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        raise CombineError(
+            f"attention_mask must be (B, L) = {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}"
+        )
+    if labels is not None and labels.shape != input_ids.shape:
+        raise CombineError(f"labels must be (B, L) = {tuple(input_ids.shape)}, got {tuple(labels.shape)}")
+
+
+def check_options(
+    batch: int, max_length: int | None, truncate: bool, padding_side: str, sample_ids: Sequence[str] | None
+) -> None:
+    """The caller's settings (programming errors, hence plain ``ValueError``)."""
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length must be at least 1 (got {max_length})")
+    if truncate and max_length is None:
+        raise ValueError("truncate=True needs a max_length to truncate to")
+    if sample_ids is not None and len(sample_ids) != batch:
+        raise ValueError(f"{len(sample_ids)} sample_ids given for a batch of {batch}")
+
+
+def check_modality_names(
+    names: Mapping[int, str], modality_embeddings: Mapping[int, object], pad_token_id: int
+) -> None:
+    """Every placeholder id is named ``"video"`` or ``"audio"``, every id given embeddings is named, none is ``<pad>``."""
+    for token_id, name in names.items():
+        if name not in _CODE_OF_NAME:
+            raise ValueError(f"modality_names[{token_id}] = {name!r}: must be one of {sorted(_CODE_OF_NAME)}")
+    for token_id in modality_embeddings:
+        if token_id not in names:
+            raise ValueError(
+                f"placeholder id {token_id} has no modality name: pass modality_names={{{token_id}: 'video'}} "
+                "(or 'audio')"
+            )
+        if token_id == pad_token_id:
+            raise ValueError(f"placeholder id {token_id} is the pad_token_id; a placeholder must be its own token")
+
+
+def check_every_placeholder_has_embeddings(
+    input_ids: torch.Tensor,
+    real: torch.Tensor,
+    modality_embeddings: Mapping[int, object],
+    names: Mapping[int, str],
+    sample_ids: Sequence[str] | None,
+) -> None:
+    """A placeholder in the text with nothing to fill it would silently be read as a word: refuse."""
+    for token_id in names:
+        if token_id in modality_embeddings:
+            continue
+        present = ((input_ids == token_id) & real).sum(dim=1)  # (B,)
+        found = [(b, str(n)) for b, n in enumerate(present.tolist()) if n > 0]
+        if found:
+            raise CombineError(
+                f"the text holds {_describe(token_id, names)} placeholders ({_list_samples(sample_ids, found)}) "
+                f"but no {names[token_id]} embeddings were given; "
+                f"pass modality_embeddings={{{token_id}: ...}} or remove the placeholder from the prompt"
+            )
 
 
 def _check_items(items: torch.Tensor | Sequence[torch.Tensor], label: str, text: torch.Tensor) -> torch.Tensor:
@@ -145,14 +227,71 @@ def _check_items(items: torch.Tensor | Sequence[torch.Tensor], label: str, text:
     return items.to(dtype=text.dtype)
 
 
+def check_one_item_per_placeholder(
+    input_ids: torch.Tensor,
+    real: torch.Tensor,
+    items: Mapping[int, torch.Tensor],
+    names: Mapping[int, str],
+    sample_ids: Sequence[str] | None,
+) -> None:
+    """Each modality brings exactly as many items as the batch has (real) placeholders of it."""
+    for token_id, item in items.items():
+        num_items = item.shape[0]
+        per_sample = ((input_ids == token_id) & real).sum(dim=1)  # (B,)
+        total = int(per_sample.sum())
+        if total == 0 and num_items > 0:
+            raise CombineError(
+                f"{num_items} {names[token_id]} item(s) given but no sample in the batch has a "
+                f"{_describe(token_id, names)} placeholder; add the placeholder to the prompts or drop the embeddings"
+            )
+        if total != num_items:
+            raise CombineError(
+                f"the batch has {total} {_describe(token_id, names)} placeholder(s) "
+                f"({_list_samples(sample_ids, list(enumerate(map(str, per_sample.tolist()))))}) "
+                f"but {num_items} {names[token_id]} item(s) were given; give exactly one item per placeholder, "
+                "in batch-then-sequence order (encode only the clips whose prompt has the placeholder), "
+                "or fix the prompts"
+            )
+
+
+def _too_long_error(
+    full_length: torch.Tensor,
+    token_modality: torch.Tensor,
+    counts: Mapping[int, torch.Tensor],
+    items: Mapping[int, torch.Tensor],
+    names: Mapping[int, str],
+    max_length: int,
+    sample_ids: Sequence[str] | None,
+) -> CombineError:
+    """The error for rows longer than ``max_length``: each too-long sample with its length broken down."""
+    num_text = (token_modality == TEXT).sum(dim=1)  # (B,)
+
+    def breakdown(b: int) -> str:
+        parts = [f"{int(num_text[b])} text"]
+        parts += [f"{int(counts[t][b])} <{names[t]}> x {items[t].shape[1]}" for t in items if int(counts[t][b]) > 0]
+        return f"{int(full_length[b])} positions ({' + '.join(parts)})"
+
+    too_long = (full_length > max_length).nonzero().flatten().tolist()
+    listed = _list_samples(sample_ids, [(b, breakdown(b)) for b in too_long])
+    return CombineError(
+        f"{listed}: longer than max_length={max_length} after expanding the placeholders. Shorten the "
+        "conversation, use fewer modality tokens (token compression, fewer frames, a shorter "
+        "audio_seq_len), raise max_length, or pass truncate=True to cut on the right (answer tokens "
+        "at the end are lost)"
+    )
+
+
+# ----------------------------------------------------------------------------- the zipper
+
+
 def combine_multimodal_inputs(
     input_ids: torch.Tensor,
     text_embeddings: torch.Tensor,
     modality_embeddings: Mapping[int, torch.Tensor | Sequence[torch.Tensor]],
     attention_mask: torch.Tensor | None = None,
     labels: torch.Tensor | None = None,
-    pad_token_id: int = 0,
-    ignore_index: int = -100,
+    pad_token_id: int = PAD_TOKEN_ID,
+    ignore_index: int = IGNORE_INDEX,
     max_length: int | None = None,
     truncate: bool = False,
     padding_side: str = "right",
@@ -160,6 +299,10 @@ def combine_multimodal_inputs(
     modality_names: Mapping[int, str] | None = None,
 ) -> CombinedInputs:
     """Expand every placeholder into its modality's tokens and build the decoder's input (see the module doc).
+
+    After checking the arguments, five steps: (1) a length per input token, (2) where each token's block
+    starts in the combined row (a cumsum), (3) refuse or truncate rows longer than ``max_length``,
+    (4) scatter the text rows, then each modality's rows, into place, (5) the mask and the position ids.
 
     Args:
         input_ids: ``(B, L)`` token ids with one placeholder id per clip, padded (as ``collate_av_batch`` gives).
@@ -177,7 +320,7 @@ def combine_multimodal_inputs(
         max_length: longest combined row allowed (the decoder's ``max_sequence_length``); ``None``: no limit.
         truncate: cut longer rows to ``max_length`` on the right (with a warning) instead of raising.
         padding_side: ``"right"`` (training) or ``"left"`` (batched generation).
-        sample_ids: names of the samples for error messages (the batch's ``"id"`` list).
+        sample_ids: names of the samples for error messages (the batch's ``id`` list).
         modality_names: placeholder id -> ``"video"`` / ``"audio"``; default :data:`DEFAULT_MODALITY_NAMES`.
             An id named here that appears in ``input_ids`` but has no embeddings is an error.
 
@@ -185,71 +328,26 @@ def combine_multimodal_inputs(
         :class:`CombinedInputs` with rows of ``S`` = the longest combined length in the batch.
 
     Raises:
-        CombineError: (a ``ValueError``) with the sample's name, when placeholders and items do not match,
-            a row is longer than ``max_length``, or the shapes do not fit.
+        CombineError: (a :class:`~mimo_lib.errors.MimoInputError`) with the sample's name, when placeholders
+            and items do not match, a row is longer than ``max_length``, or the shapes do not fit.
+        ValueError: for settings no data can cause (``padding_side``, ``modality_names``, ...).
     """
     # ------------------------------------------------------------------ check the arguments
-    if input_ids.dim() != 2:
-        raise CombineError(f"input_ids must be (B, L), got shape {tuple(input_ids.shape)}")
-    if input_ids.is_floating_point() or input_ids.is_complex():
-        raise CombineError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
-    batch, length = input_ids.shape
-    if text_embeddings.dim() != 3 or text_embeddings.shape[:2] != (batch, length):
-        raise CombineError(
-            f"text_embeddings must be (B, L, D) = ({batch}, {length}, D) like input_ids, "
-            f"got shape {tuple(text_embeddings.shape)}"
-        )
-    width = text_embeddings.shape[2]
+    sample_ids = None if sample_ids is None else list(sample_ids)
+    names = dict(DEFAULT_MODALITY_NAMES if modality_names is None else modality_names)
+    check_tensors(input_ids, text_embeddings, attention_mask, labels)
+    check_options(input_ids.shape[0], max_length, truncate, padding_side, sample_ids)
+    check_modality_names(names, modality_embeddings, pad_token_id)
     if attention_mask is None:
         attention_mask = input_ids != pad_token_id  # (B, L)
-    elif attention_mask.shape != input_ids.shape:
-        raise CombineError(
-            f"attention_mask must be (B, L) = {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}"
-        )
     real = attention_mask.to(torch.bool)  # (B, L)
-    if labels is not None and labels.shape != input_ids.shape:
-        raise CombineError(f"labels must be (B, L) = {tuple(input_ids.shape)}, got {tuple(labels.shape)}")
-    if padding_side not in ("right", "left"):
-        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
-    if max_length is not None and max_length < 1:
-        raise ValueError(f"max_length must be at least 1 (got {max_length})")
-    if truncate and max_length is None:
-        raise ValueError("truncate=True needs a max_length to truncate to")
-    if sample_ids is not None:
-        sample_ids = list(sample_ids)
-        if len(sample_ids) != batch:
-            raise ValueError(f"{len(sample_ids)} sample_ids given for a batch of {batch}")
-    names = dict(DEFAULT_MODALITY_NAMES if modality_names is None else modality_names)
-    for token_id, name in names.items():
-        if name not in _CODE_OF_NAME:
-            raise ValueError(f"modality_names[{token_id}] = {name!r}: must be one of {sorted(_CODE_OF_NAME)}")
-
-    def describe(token_id: int) -> str:
-        return f"<{names[token_id]}> (id {token_id})" if token_id in names else f"placeholder id {token_id}"
-
-    # A placeholder in the text with nothing to fill it would silently be read as a word: refuse.
-    for token_id in names:
-        if token_id in modality_embeddings:
-            continue
-        present = ((input_ids == token_id) & real).sum(dim=1)  # (B,)
-        found = [(b, str(n)) for b, n in enumerate(present.tolist()) if n > 0]
-        if found:
-            raise CombineError(
-                f"the text holds {describe(token_id)} placeholders ({_list_samples(sample_ids, found)}) "
-                f"but no {names[token_id]} embeddings were given; "
-                f"pass modality_embeddings={{{token_id}: ...}} or remove the placeholder from the prompt"
-            )
-
-    items: dict[int, torch.Tensor] = {}
-    for token_id, given in modality_embeddings.items():
-        if token_id not in names:
-            raise ValueError(
-                f"placeholder id {token_id} has no modality name: pass modality_names={{{token_id}: 'video'}} "
-                "(or 'audio')"
-            )
-        if token_id == pad_token_id:
-            raise ValueError(f"placeholder id {token_id} is the pad_token_id; a placeholder must be its own token")
-        items[token_id] = _check_items(given, f"{names[token_id]} embeddings for {describe(token_id)}", text_embeddings)
+    check_every_placeholder_has_embeddings(input_ids, real, modality_embeddings, names, sample_ids)
+    items = {  # token id -> (num_items, tokens_per_item, D)
+        token_id: _check_items(given, f"{names[token_id]} embeddings for {_describe(token_id, names)}", text_embeddings)
+        for token_id, given in modality_embeddings.items()
+    }
+    check_one_item_per_placeholder(input_ids, real, items, names, sample_ids)
+    batch, _, width = text_embeddings.shape
 
     # ------------------------------------------------------------------ step 1: a length per input token
     token_length = real.long()  # (B, L): 1 for a real token, 0 for padding
@@ -257,26 +355,10 @@ def combine_multimodal_inputs(
     placeholders: dict[int, torch.Tensor] = {}  # token id -> (B, L) bool
     counts: dict[int, torch.Tensor] = {}  # token id -> (B,) placeholders per sample
     for token_id, item in items.items():
-        num_items, tokens_per_item, _ = item.shape
         is_placeholder = (input_ids == token_id) & real  # (B, L)
-        per_sample = is_placeholder.sum(dim=1)  # (B,)
-        total = int(per_sample.sum())
-        if total == 0 and num_items > 0:
-            raise CombineError(
-                f"{num_items} {names[token_id]} item(s) given but no sample in the batch has a "
-                f"{describe(token_id)} placeholder; add the placeholder to the prompts or drop the embeddings"
-            )
-        if total != num_items:
-            raise CombineError(
-                f"the batch has {total} {describe(token_id)} placeholder(s) "
-                f"({_list_samples(sample_ids, list(enumerate(map(str, per_sample.tolist()))))}) "
-                f"but {num_items} {names[token_id]} item(s) were given; give exactly one item per placeholder, "
-                "in batch-then-sequence order (encode only the clips whose prompt has the placeholder), "
-                "or fix the prompts"
-            )
         placeholders[token_id] = is_placeholder
-        counts[token_id] = per_sample
-        token_length = token_length.masked_fill(is_placeholder, tokens_per_item)
+        counts[token_id] = is_placeholder.sum(dim=1)  # (B,)
+        token_length = token_length.masked_fill(is_placeholder, item.shape[1])  # tokens_per_item
         token_modality = token_modality.masked_fill(is_placeholder, _CODE_OF_NAME[names[token_id]])
 
     # ------------------------------------------------------------------ step 2: where each block starts
@@ -288,22 +370,8 @@ def combine_multimodal_inputs(
     longest = int(full_length.max()) if batch > 0 else 0
     seq_len = longest
     if max_length is not None and longest > max_length:
-        too_long = (full_length > max_length).nonzero().flatten().tolist()
-        num_text = (token_modality == TEXT).sum(dim=1)  # (B,)
-
-        def breakdown(b: int) -> str:
-            parts = [f"{int(num_text[b])} text"]
-            parts += [f"{int(counts[t][b])} <{names[t]}> x {items[t].shape[1]}" for t in items if int(counts[t][b]) > 0]
-            return f"{int(full_length[b])} positions ({' + '.join(parts)})"
-
-        listed = _list_samples(sample_ids, [(b, breakdown(b)) for b in too_long])
         if not truncate:
-            raise CombineError(
-                f"{listed}: longer than max_length={max_length} after expanding the placeholders. Shorten the "
-                "conversation, use fewer modality tokens (token compression, fewer frames, a shorter "
-                "audio_seq_len), raise max_length, or pass truncate=True to cut on the right (answer tokens "
-                "at the end are lost)"
-            )
+            raise _too_long_error(full_length, token_modality, counts, items, names, max_length, sample_ids)
         seq_len = max_length
     kept_length = full_length.clamp(max=seq_len)  # (B,)
     if padding_side == "left":

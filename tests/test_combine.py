@@ -20,11 +20,12 @@ from mimo_lib.combine import (
     combine_multimodal_inputs,
 )
 from mimo_lib.config import MIMOConfig
+from mimo_lib.constants import AUDIO_TOKEN_ID, PAD_TOKEN_ID, VIDEO_TOKEN_ID
 from mimo_lib.data.conversation import IGNORE_INDEX, encode_conversation
 from mimo_lib.data.dataset import SyntheticAVDataset, collate_av_batch
 from mimo_lib.tokenizer import Tokenizer
 
-VID, AUD, PAD = 3, 4, 0  # MIMOConfig's video_token_id, audio_token_id, pad_token_id
+VID, AUD, PAD = VIDEO_TOKEN_ID, AUDIO_TOKEN_ID, PAD_TOKEN_ID  # MIMOConfig's ids, from the tokenizer's table
 CODE = {VID: VIDEO, AUD: AUDIO}
 PROPERTY_SETTINGS = settings(max_examples=100, deadline=None)
 
@@ -441,9 +442,9 @@ def test_custom_placeholder_ids():
 
 
 def test_end_to_end_with_the_real_tokenizer_and_dataset():
-    """Tokenizer.default + encode_conversation + collate_av_batch, 128 video and 25 audio tokens per clip."""
+    """Tokenizer.default + encode_conversation + collate_av_batch, with the default model's tokens per clip."""
     config = MIMOConfig()
-    assert (config.num_video_tokens, config.num_audio_tokens) == (128, 25)
+    num_video, num_audio = config.num_video_tokens, config.num_audio_tokens  # 16 and 25
     tokenizer = Tokenizer.default()
     dataset = SyntheticAVDataset(3, tokenizer=tokenizer, num_turns=2)
     samples = [dataset[i] for i in range(3)]
@@ -475,29 +476,29 @@ def test_end_to_end_with_the_real_tokenizer_and_dataset():
     )
 
     text_lengths = batch["attention_mask"].sum(1)
-    expected = text_lengths - 2 + 128 + 25
-    expected[3] = text_lengths[3] - 1 + 25
+    expected = text_lengths - 2 + num_video + num_audio
+    expected[3] = text_lengths[3] - 1 + num_audio
     assert out.lengths.tolist() == expected.tolist()
     for b in range(4):
         real = out.attention_mask[b]
         text_ids = out.input_ids[b, real & (out.modality_map[b] == TEXT)]
         original = batch["input_ids"][b, batch["attention_mask"][b]]
         # the text reads the same once the placeholders are dropped ...
-        assert tokenizer.decode(text_ids) == tokenizer.decode(original[(original != 3) & (original != 4)])
+        assert tokenizer.decode(text_ids) == tokenizer.decode(original[(original != VID) & (original != AUD)])
         # ... and the loss sees exactly the answers of the conversation
         supervised = out.labels[b][out.labels[b] != IGNORE_INDEX]
         assert torch.equal(supervised, batch["labels"][b][batch["labels"][b] != IGNORE_INDEX])
         assert "<eos>" in tokenizer.decode(supervised)
-    assert torch.equal(out.embeddings[3, real_start(out, 3, AUDIO) : real_start(out, 3, AUDIO) + 25], audio[3])
+    assert torch.equal(out.embeddings[3, real_start(out, 3, AUDIO) : real_start(out, 3, AUDIO) + num_audio], audio[3])
     assert torch.equal(out.embeddings[0][out.modality_map[0] == VIDEO], video[0])
     # the batch is still too long for a tight limit, and the error says which sample
-    with pytest.raises(CombineError, match=r"sample 'synthetic-0-\d'.*128 \+ 1 <audio> x 25"):
+    with pytest.raises(CombineError, match=rf"sample 'synthetic-0-\d'.*{num_video} \+ 1 <audio> x {num_audio}"):
         combine_multimodal_inputs(
             batch["input_ids"],
             word_embeddings(batch["input_ids"]),
             {tokenizer.video_token_id: video, tokenizer.audio_token_id: audio},
             attention_mask=batch["attention_mask"],
-            max_length=160,
+            max_length=int(expected[:3].min()) - 1,  # every clip with a video is too long
             sample_ids=batch["id"],
         )
 
