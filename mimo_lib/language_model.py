@@ -74,6 +74,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mimo_lib.config import LanguageModelConfig
+from mimo_lib.constants import IGNORE_INDEX
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 """Per layer ``(k, v)``, each ``(B, heads, S_total, head_dim)``; keys are stored already rotated by RoPE."""
@@ -263,6 +264,93 @@ class TransformerBlock(nn.Module):
         self.final_layernorm = make_norm(config)
 
 
+# ----------------------------------------------------------------------------- argument checks
+# Every check here guards the caller's code, not the user's data (which combine_multimodal_inputs and the
+# dataset check first), so they raise plain ValueError / TypeError: a wrong call is a bug with a traceback.
+
+
+def check_inputs(
+    config: LanguageModelConfig,
+    input_ids: torch.Tensor | None,
+    decoder_input: torch.Tensor | None,
+    past_key_values: KVCache | None,
+) -> None:
+    """Exactly one of ``input_ids`` ``(B, S)`` and ``decoder_input`` ``(B, S, D)``; a cache with one entry per layer."""
+    if (input_ids is None) == (decoder_input is None):
+        raise ValueError("give exactly one of input_ids (B, S) and decoder_input (B, S, D)")
+    if input_ids is not None and input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (B, S), got shape {tuple(input_ids.shape)}")
+    if decoder_input is not None and (decoder_input.dim() != 3 or decoder_input.shape[-1] != config.hidden_size):
+        raise ValueError(
+            f"decoder_input must be (B, S, {config.hidden_size}), got shape {tuple(decoder_input.shape)}"
+        )
+    if past_key_values is not None and len(past_key_values) != config.num_layers:
+        raise ValueError(f"past_key_values has {len(past_key_values)} layers, the model {config.num_layers}")
+
+
+def check_positions_masks_labels(
+    config: LanguageModelConfig,
+    B: int,
+    S: int,
+    total: int,
+    position_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor | None,
+    learned_positions: bool,
+) -> None:
+    """``position_ids`` ``(B, S)`` (in the table for learned positions), mask ``(B, S_total)`` bool, labels ``(B, S)``."""
+    if position_ids.shape != (B, S):
+        raise ValueError(f"position_ids must be (B, S) = {(B, S)}, got shape {tuple(position_ids.shape)}")
+    if attention_mask.shape != (B, total):
+        raise ValueError(
+            f"attention_mask must be (B, S_past + S) = {(B, total)} (cached and new positions), "
+            f"got shape {tuple(attention_mask.shape)}"
+        )
+    if attention_mask.dtype != torch.bool:
+        raise TypeError(f"attention_mask must be torch.bool (True = real token), got {attention_mask.dtype}")
+    if learned_positions and position_ids.numel():
+        low, high = position_ids.min().item(), position_ids.max().item()
+        if low < 0 or high >= config.max_sequence_length:
+            raise ValueError(
+                f"position_ids must lie in [0, max_sequence_length={config.max_sequence_length}) for learned "
+                f"position embeddings; got values from {low} to {high}"
+            )
+    if labels is not None and labels.shape != (B, S):
+        raise ValueError(f"labels must be (B, S) = {(B, S)}, got shape {tuple(labels.shape)}")
+
+
+def check_generate_arguments(
+    config: LanguageModelConfig,
+    decoder_input: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    eos_token_id: int,
+    do_sample: bool,
+    temperature: float,
+    top_k: int | None,
+) -> None:
+    """Left-padded ``(B, S, D)`` prompts with a ``(B, S)`` bool mask and positions; eos, temperature, top_k in range."""
+    vocab_size = config.vocab_size
+    if decoder_input.dim() != 3:
+        raise ValueError(f"decoder_input must be (B, S, D), got shape {tuple(decoder_input.shape)}")
+    B, S = decoder_input.shape[:2]
+    if attention_mask.shape != (B, S) or attention_mask.dtype != torch.bool:
+        raise ValueError(
+            f"attention_mask must be a (B, S) = {(B, S)} bool tensor, got {attention_mask.dtype} "
+            f"{tuple(attention_mask.shape)}"
+        )
+    if position_ids.shape != (B, S):
+        raise ValueError(f"position_ids must be (B, S) = {(B, S)}, got shape {tuple(position_ids.shape)}")
+    if not bool(attention_mask[:, -1].all()):
+        raise ValueError("prompts must be LEFT-padded: the last position of every row must be a real token")
+    if not 0 <= eos_token_id < vocab_size:
+        raise ValueError(f"eos_token_id {eos_token_id} is not in the vocabulary [0, {vocab_size})")
+    if do_sample and temperature <= 0:
+        raise ValueError(f"temperature must be positive when sampling, got {temperature}")
+    if top_k is not None and not 1 <= top_k <= vocab_size:
+        raise ValueError(f"top_k must be in [1, vocab_size={vocab_size}], got {top_k}")
+
+
 # ----------------------------------------------------------------------------- the model
 
 
@@ -346,9 +434,13 @@ class GPTLanguageModel(nn.Module):
         labels: torch.Tensor | None = None,
         past_key_values: KVCache | None = None,
         use_cache: bool = False,
-        ignore_index: int = -100,
+        ignore_index: int = IGNORE_INDEX,
     ) -> LanguageModelOutput:
         """Logits for every position, and optionally the loss and a KV cache.
+
+        After checking the arguments: the inputs become hidden states (word embeddings, plus learned
+        positions if any), run through the decoder layers (extending the cache), are normalised and
+        turned into logits; with labels, the next-token loss.
 
         Args:
             input_ids: ``(B, S)`` token ids. Give exactly one of ``input_ids`` and ``decoder_input``.
@@ -367,49 +459,21 @@ class GPTLanguageModel(nn.Module):
         Returns:
             :class:`LanguageModelOutput`.
         """
-        config = self.config
-        # ---- inputs -> hidden states (B, S, D)
-        if (input_ids is None) == (decoder_input is None):
-            raise ValueError("give exactly one of input_ids (B, S) and decoder_input (B, S, D)")
-        if input_ids is not None:
-            if input_ids.dim() != 2:
-                raise ValueError(f"input_ids must be (B, S), got shape {tuple(input_ids.shape)}")
-            x = self.embed_tokens(input_ids)  # (B, S, D)
-        else:
-            if decoder_input.dim() != 3 or decoder_input.shape[-1] != config.hidden_size:
-                raise ValueError(
-                    f"decoder_input must be (B, S, {config.hidden_size}), got shape {tuple(decoder_input.shape)}"
-                )
-            x = decoder_input
+        # ---- check the arguments, fill in the defaults
+        check_inputs(self.config, input_ids, decoder_input, past_key_values)
+        x = self.embed_tokens(input_ids) if input_ids is not None else decoder_input  # (B, S, D)
         B, S, _ = x.shape
-
-        num_past = 0
-        if past_key_values is not None:
-            if len(past_key_values) != config.num_layers:
-                raise ValueError(f"past_key_values has {len(past_key_values)} layers, the model {config.num_layers}")
-            num_past = past_key_values[0][0].shape[2]
+        num_past = 0 if past_key_values is None else past_key_values[0][0].shape[2]
         total = num_past + S
-
         if position_ids is None:
             position_ids = torch.arange(num_past, total, device=x.device).expand(B, S)  # (B, S)
-        if position_ids.shape != (B, S):
-            raise ValueError(f"position_ids must be (B, S) = {(B, S)}, got shape {tuple(position_ids.shape)}")
         if attention_mask is None:
-            attention_mask = torch.ones(B, total, dtype=torch.bool, device=x.device)
-        if attention_mask.shape != (B, total):
-            raise ValueError(
-                f"attention_mask must be (B, S_past + S) = {(B, total)} (cached and new positions), "
-                f"got shape {tuple(attention_mask.shape)}"
-            )
-        if attention_mask.dtype != torch.bool:
-            raise TypeError(f"attention_mask must be torch.bool (True = real token), got {attention_mask.dtype}")
+            attention_mask = torch.ones(B, total, dtype=torch.bool, device=x.device)  # (B, S_total)
+        learned_positions = self.embedding.position_embeddings is not None
+        check_positions_masks_labels(self.config, B, S, total, position_ids, attention_mask, labels, learned_positions)
 
-        if self.embedding.position_embeddings is not None:
-            if position_ids.numel() and (position_ids.min() < 0 or position_ids.max() >= config.max_sequence_length):
-                raise ValueError(
-                    f"position_ids must lie in [0, max_sequence_length={config.max_sequence_length}) for learned "
-                    f"position embeddings; got values from {position_ids.min().item()} to {position_ids.max().item()}"
-                )
+        # ---- inputs -> hidden states (B, S, D)
+        if learned_positions:
             x = x + self.embedding.position_embeddings(position_ids)  # (B, S, D)
         x = self.embedding_dropout(x)
 
@@ -424,11 +488,7 @@ class GPTLanguageModel(nn.Module):
         logits = F.linear(x, self.output_weight())  # (B, S, padded_vocab_size)
 
         # ---- next-token loss
-        loss = None
-        if labels is not None:
-            if labels.shape != (B, S):
-                raise ValueError(f"labels must be (B, S) = {(B, S)}, got shape {tuple(labels.shape)}")
-            loss = next_token_loss(logits, labels, ignore_index)
+        loss = None if labels is None else next_token_loss(logits, labels, ignore_index)
         return LanguageModelOutput(logits=logits, loss=loss, past_key_values=new_cache if use_cache else None)
 
     def num_parameters(self) -> int:
@@ -436,7 +496,7 @@ class GPTLanguageModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Mean cross-entropy of ``logits[:, t]`` against ``labels[:, t + 1]``, skipping ``ignore_index``.
 
     Computed in float32. If every label is ``ignore_index`` the loss is 0 (not
@@ -531,6 +591,10 @@ def generate(
 ) -> torch.Tensor:
     """Continue each prompt greedily or by sampling; returns ``(B, max_new_tokens)`` token ids.
 
+    After checking the arguments: run the whole prompt once (prefill), then each step choose one
+    token per row (a finished row repeats ``eos_token_id``), stop once every row is done, and feed
+    the new tokens back (one position against the KV cache, or the whole sequence again without).
+
     Args:
         model: the language model (run in eval mode here; its mode is restored after).
         decoder_input: ``(B, S, D)`` embedded prompts, LEFT-padded so that every row's
@@ -552,25 +616,11 @@ def generate(
         filled with ``eos_token_id``. Ids ``>= vocab_size`` (vocabulary padding) are
         never produced.
     """
+    check_generate_arguments(
+        model.config, decoder_input, attention_mask, position_ids, eos_token_id, do_sample, temperature, top_k
+    )
     vocab_size = model.config.vocab_size
-    if decoder_input.dim() != 3:
-        raise ValueError(f"decoder_input must be (B, S, D), got shape {tuple(decoder_input.shape)}")
-    B, S = decoder_input.shape[:2]
-    if attention_mask.shape != (B, S) or attention_mask.dtype != torch.bool:
-        raise ValueError(
-            f"attention_mask must be a (B, S) = {(B, S)} bool tensor, got {attention_mask.dtype} "
-            f"{tuple(attention_mask.shape)}"
-        )
-    if position_ids.shape != (B, S):
-        raise ValueError(f"position_ids must be (B, S) = {(B, S)}, got shape {tuple(position_ids.shape)}")
-    if not bool(attention_mask[:, -1].all()):
-        raise ValueError("prompts must be LEFT-padded: the last position of every row must be a real token")
-    if not 0 <= eos_token_id < vocab_size:
-        raise ValueError(f"eos_token_id {eos_token_id} is not in the vocabulary [0, {vocab_size})")
-    if do_sample and temperature <= 0:
-        raise ValueError(f"temperature must be positive when sampling, got {temperature}")
-    if top_k is not None and not 1 <= top_k <= vocab_size:
-        raise ValueError(f"top_k must be in [1, vocab_size={vocab_size}], got {top_k}")
+    B = decoder_input.shape[0]
 
     was_training = model.training
     model.eval()

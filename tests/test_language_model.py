@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from mimo_lib.config import LanguageModelConfig, get_preset
+from mimo_lib.constants import IGNORE_INDEX
 from mimo_lib.language_model import (
     GPTLanguageModel,
     LanguageModelOutput,
@@ -272,16 +273,16 @@ def test_loss_is_shifted_cross_entropy_with_ignore_index() -> None:
     m = build(CONFIGS["rope-RMSNorm-swiglu"])
     ids = random_ids(2, 8)
     labels = ids.clone()
-    labels[0, :3] = -100  # a prompt whose tokens are not scored
-    labels[1, 6:] = -100
+    labels[0, :3] = IGNORE_INDEX  # a prompt whose tokens are not scored
+    labels[1, 6:] = IGNORE_INDEX
     out = m(input_ids=ids, labels=labels)
-    expected = F.cross_entropy(out.logits[:, :-1].reshape(-1, 384), labels[:, 1:].reshape(-1), ignore_index=-100)
+    expected = F.cross_entropy(out.logits[:, :-1].reshape(-1, 384), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
     torch.testing.assert_close(out.loss, expected)
     # the shift matters: unshifted scoring gives another number
-    unshifted = F.cross_entropy(out.logits.reshape(-1, 384), labels.reshape(-1), ignore_index=-100)
+    unshifted = F.cross_entropy(out.logits.reshape(-1, 384), labels.reshape(-1), ignore_index=IGNORE_INDEX)
     assert not torch.allclose(out.loss, unshifted)
     # a custom ignore_index
-    other = m(input_ids=ids, labels=labels.masked_fill(labels == -100, -1), ignore_index=-1).loss
+    other = m(input_ids=ids, labels=labels.masked_fill(labels == IGNORE_INDEX, -1), ignore_index=-1).loss
     torch.testing.assert_close(other, expected)
 
 
@@ -299,7 +300,7 @@ def test_gradients_reach_every_parameter() -> None:
 def test_loss_with_no_scored_label_is_zero_not_nan() -> None:
     m = build(SMALL)
     ids = random_ids(1, 5)
-    loss = m(input_ids=ids, labels=torch.full_like(ids, -100)).loss
+    loss = m(input_ids=ids, labels=torch.full_like(ids, IGNORE_INDEX)).loss
     assert loss.item() == 0.0
     loss.backward()
 
