@@ -159,7 +159,7 @@ def check_options(
 def check_modality_names(
     names: Mapping[int, str], modality_embeddings: Mapping[int, object], pad_token_id: int
 ) -> None:
-    """Every placeholder id is named ``"video"`` or ``"audio"``, every id given embeddings is named, none is ``<pad>``."""
+    """Each placeholder id is named ``"video"`` or ``"audio"``; each id given embeddings is named and not ``<pad>``."""
     for token_id, name in names.items():
         if name not in _CODE_OF_NAME:
             raise ValueError(f"modality_names[{token_id}] = {name!r}: must be one of {sorted(_CODE_OF_NAME)}")

@@ -298,7 +298,7 @@ def check_positions_masks_labels(
     labels: torch.Tensor | None,
     learned_positions: bool,
 ) -> None:
-    """``position_ids`` ``(B, S)`` (in the table for learned positions), mask ``(B, S_total)`` bool, labels ``(B, S)``."""
+    """``position_ids`` ``(B, S)`` (inside the table if learned), mask ``(B, S_total)`` bool, labels ``(B, S)``."""
     if position_ids.shape != (B, S):
         raise ValueError(f"position_ids must be (B, S) = {(B, S)}, got shape {tuple(position_ids.shape)}")
     if attention_mask.shape != (B, total):

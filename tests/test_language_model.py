@@ -276,7 +276,9 @@ def test_loss_is_shifted_cross_entropy_with_ignore_index() -> None:
     labels[0, :3] = IGNORE_INDEX  # a prompt whose tokens are not scored
     labels[1, 6:] = IGNORE_INDEX
     out = m(input_ids=ids, labels=labels)
-    expected = F.cross_entropy(out.logits[:, :-1].reshape(-1, 384), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
+    expected = F.cross_entropy(
+        out.logits[:, :-1].reshape(-1, 384), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
+    )
     torch.testing.assert_close(out.loss, expected)
     # the shift matters: unshifted scoring gives another number
     unshifted = F.cross_entropy(out.logits.reshape(-1, 384), labels.reshape(-1), ignore_index=IGNORE_INDEX)
