@@ -13,7 +13,13 @@ import torch
 from mimo_lib import checkpoint as ckpt
 from mimo_lib.checkpoint import (
     CheckpointError,
+    ModelSizeError,
     capture_rng_state,
+    check_model_size,
+    estimate_num_parameters,
+    export_towers,
+    read_train_config,
+    record_model_folder,
     list_checkpoints,
     load_checkpoint,
     load_model,
@@ -86,7 +92,8 @@ def test_round_trip_loses_nothing(tmp_path, trained):
     assert loaded.metrics == [{"step": 7}] and loaded.args == {"seed": 0}
 
     # the optimizer state loads into a fresh optimizer and steps exactly like the original
-    twin = loaded.build_model()
+    twin = MIMOModel(loaded.config)
+    twin.load_state_dict(loaded.model_state)
     twin.set_trainable(towers=False)
     twin_params = [p for p in twin.parameters() if p.requires_grad]
     twin_optimizer = torch.optim.AdamW(twin_params, lr=1e-3)
@@ -120,7 +127,9 @@ def test_rng_state_round_trips_through_a_checkpoint(tmp_path, trained):
 def test_model_only_folder_and_loading_from_any_checkpoint(tmp_path, trained):
     model, optimizer = trained
     folder = save_model_only(model, tmp_path / "final", Tokenizer.default())
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "config.json", "manifest.json", "model.safetensors", "tokenizer.json"
+    ]
     for path in (folder, save(tmp_path / "run", model, optimizer, 3), tmp_path / "run"):
         loaded = load_model(path)
         assert not loaded.training
@@ -227,3 +236,169 @@ def test_missing_and_corrupt_checkpoints_are_named(tmp_path, trained):
     (tmp_path / "latest").write_text("step-000009\n")
     with pytest.raises(CheckpointError, match="step-000009"):
         load_checkpoint(tmp_path)
+
+
+# --------------------------------------------------------------------------- integrity of model folders
+
+
+def flip_bytes(path: Path, offset: int, count: int = 4096) -> None:
+    data = bytearray(path.read_bytes())
+    for i in range(offset, min(offset + count, len(data))):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_model_folder_is_refused(tmp_path, trained):
+    model, _ = trained
+    folder = save_model_only(model, tmp_path / "final", Tokenizer.default())
+    weights = folder / "model.safetensors"
+    flip_bytes(weights, len(weights.read_bytes()) // 2)  # 4 KB of flipped bytes in the middle of the weights
+    with pytest.raises(CheckpointError, match=r"final/model\.safetensors is corrupt"):
+        load_model(folder)
+
+    folder = save_model_only(model, tmp_path / "final", Tokenizer.default())
+    (folder / "tokenizer.json").write_text((folder / "tokenizer.json").read_text().replace('"', "'", 0) + " ")
+    with pytest.raises(CheckpointError, match=r"tokenizer\.json is corrupt"):
+        load_model(folder)
+
+    folder = save_model_only(model, tmp_path / "final")
+    (folder / "manifest.json").unlink()
+    with pytest.raises(CheckpointError, match="no manifest.json.*mimo_lib.checkpoint record"):
+        load_model(folder)
+    record_model_folder(folder)  # the user vouches for the folder: it loads again
+    assert_same_state(load_model(folder).state_dict(), model.state_dict())
+
+
+def edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_a_config_edit_that_no_shape_shows_is_refused(tmp_path, trained):
+    model, optimizer = trained
+    assert model.config.language_model.num_attention_heads == 2
+
+    def more_heads(config: dict) -> None:
+        config["language_model"]["num_attention_heads"] = 4  # same tensor shapes, another model
+
+    folder = save_model_only(model, tmp_path / "final")
+    edit_json(folder / "config.json", more_heads)
+    with pytest.raises(CheckpointError, match=r"config\.json is corrupt"):  # its hash changed
+        load_model(folder)
+    record_model_folder(folder)  # even re-recorded, the weights remember the config they were saved with
+    with pytest.raises(CheckpointError, match="language_model.num_attention_heads: 2 in the weights' record, 4"):
+        load_model(folder)
+
+    step = save(tmp_path / "run", model, optimizer, 1)
+    edit_json(step / "state.json", lambda state: more_heads(state["config"]))
+    for load in (load_model, load_checkpoint):
+        with pytest.raises(CheckpointError, match="num_attention_heads"):
+            load(step)
+
+
+def test_a_huge_config_is_refused_before_anything_is_allocated(tmp_path, trained, monkeypatch):
+    model, _ = trained
+    folder = save_model_only(model, tmp_path / "final")
+    edit_json(folder / "config.json", lambda c: c["language_model"].update(hidden_size=16384, ffn_hidden_size=65536))
+    # a file from before configs were recorded in the weights: only the sizes can tell
+    weights = str(folder / "model.safetensors")
+    ckpt.save_file(ckpt.load_file(weights), weights, metadata={"format": "mimo-model-v1"})
+    record_model_folder(folder)
+    monkeypatch.setattr(ckpt, "_read_tensors", lambda *a, **k: pytest.fail("weights were read"))
+    monkeypatch.setattr(ckpt, "_build_model", lambda *a, **k: pytest.fail("a model was built"))
+    with pytest.raises(CheckpointError, match="holds 80,912 numbers but its config describes a model of 6,993,512,592"):
+        load_model(folder)
+    monkeypatch.undo()
+
+    huge = get_preset("toy")
+    huge.language_model.num_layers = 100_000  # estimated, not built: this takes milliseconds
+    monkeypatch.setattr(ckpt, "memory_bytes", lambda: 8 * 10**9)
+    with pytest.raises(ModelSizeError, match="more than this machine's 8.0 GB"):
+        check_model_size(huge, what="the model")
+
+
+@pytest.mark.parametrize("preset", ["tiny", "toy", "small"])
+def test_the_parameter_estimate_is_exact(preset):
+    config = get_preset(preset)
+    config.language_model.num_layers += 3
+    config.vision.num_layers += 1
+    assert estimate_num_parameters(config) == sum(t.numel() for t in MIMOModel(config).state_dict().values())
+
+
+def test_json_of_the_wrong_kind_is_a_clear_error(tmp_path, trained):
+    model, optimizer = trained
+    folder = save_model_only(model, tmp_path / "final")
+    (folder / "config.json").write_text("[]")
+    with pytest.raises(CheckpointError, match=r"config\.json.*JSON list, not an object"):
+        load_model(folder)
+
+    step = save(tmp_path / "run", model, optimizer, 1)
+    state = (step / "state.json").read_text()
+    (step / "state.json").write_text("[]")
+    with pytest.raises(CheckpointError, match=r"state\.json.*JSON list"):
+        load_checkpoint(step)
+    for bad_step in ('"ten"', "1.5", "-3", "true"):
+        (step / "state.json").write_text(state.replace('"step": 1,', f'"step": {bad_step},'))
+        with pytest.raises(CheckpointError, match="'step' must be a non-negative integer"):
+            load_checkpoint(step)
+
+
+def test_non_finite_weights_are_refused(tmp_path, trained):
+    model, optimizer = trained
+    with torch.no_grad():
+        next(model.language_model.parameters())[0, 0] = float("nan")
+    for folder in (save_model_only(model, tmp_path / "final"), save(tmp_path / "run", model, optimizer, 1)):
+        with pytest.raises(CheckpointError, match="NaN or infinite"):
+            load_model(folder)
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        load_checkpoint(tmp_path / "run")
+
+
+def test_train_config_is_read_back(tmp_path, trained):
+    model, optimizer = trained
+    settings = {"data_path": "clips/", "valid_fraction": 0.1, "seed": 3}
+    save(tmp_path / "run", model, optimizer, 1, train_config=settings)
+    assert read_train_config(tmp_path / "run") == settings
+    assert load_checkpoint(tmp_path / "run").train_config == settings
+    folder = save_model_only(model, tmp_path / "final", train_config=settings)
+    assert read_train_config(folder) == settings
+    assert read_train_config(save_model_only(model, tmp_path / "other")) is None
+
+
+def test_towers_export_and_load_like_pretrained_ones(tmp_path, trained):
+    from mimo_lib.pretrain_towers import load_tower_weights
+
+    model, _ = trained
+    files = export_towers(save_model_only(model, tmp_path / "final"), tmp_path / "towers")
+    fresh = MIMOModel(tiny_config())
+    load_tower_weights(fresh.vision_tower, files["vision"], "vision_tower")
+    load_tower_weights(fresh.audio_tower, files["audio"], "audio_tower")
+    assert_same_state(fresh.vision_tower.state_dict(), model.vision_tower.state_dict())
+    assert_same_state(fresh.audio_tower.state_dict(), model.audio_tower.state_dict())
+
+
+def test_an_hf_clip_model_folder_loads_after_the_hf_folder_is_gone(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = tiny_config()
+    vision = config.vision
+    hf_config = transformers.CLIPVisionConfig(
+        image_size=vision.image_size, patch_size=vision.patch_size, hidden_size=vision.hidden_size,
+        num_hidden_layers=vision.num_layers, num_attention_heads=vision.num_attention_heads,
+        intermediate_size=vision.ffn_hidden_size, hidden_act="quick_gelu",
+    )
+    hf_folder = tmp_path / "clip"
+    transformers.CLIPVisionModel(hf_config).save_pretrained(hf_folder)
+    config.vision.backbone_type, config.vision.patch_embedding_type = "hf-clip", "linear"
+    config.vision.pretrained_path = str(hf_folder)
+    torch.manual_seed(0)
+    model = MIMOModel(config)
+    folder = save_model_only(model, tmp_path / "final")
+    import shutil
+
+    shutil.rmtree(hf_folder)  # the model folder is moved to a machine without the HF checkpoint
+    moved = tmp_path / "elsewhere" / "final"
+    shutil.copytree(folder, moved)
+    loaded = load_model(moved)
+    assert loaded.config == model.config  # still names the original folder, for the record
+    assert_same_state(loaded.state_dict(), model.state_dict())
