@@ -27,6 +27,19 @@ laptop CPU is collected here, in one place, each with the reason:
    causal mask on ``"cuda"``. :func:`causal_attention_mask` makes one on the CPU:
    shape ``(1, 1, S, S)``, **True = masked** (the opposite of
    ``scaled_dot_product_attention``'s convention).
+7. **Gathering vocabulary-split logits.** ``GPTModel(parallel_output=False)``
+   gathers them through ``_gather_along_last_dim``, which calls
+   ``torch.cuda.current_device()``. :func:`gather_vocab_parallel_logits` does the
+   same with ``torch.distributed.all_gather`` on the tensor-parallel group.
+8. **Data parallelism.** megatron-core's ``DistributedDataParallel`` allocates
+   its gradient buffer on CUDA; :mod:`mimo_lib.parallel` uses torch's
+   ``DistributedDataParallel`` over Megatron's data-parallel group instead
+   (on GPUs too, so both machines run the same code).
+
+Adaptations 2 and 5 are applied only when CUDA is absent (:func:`on_cpu`); with
+a GPU, Megatron runs exactly as upstream intends. 1, 4 and 6 are harmless on a
+GPU (:func:`mimo_lib.parallel.init_parallel` picks NCCL there and skips the CPU
+buffer); 3, 7 and 8 are plain ``torch.distributed`` code that works on both.
 
 What does *not* work on a CPU without Transformer Engine or Apex:
 ``sequence_parallel=True`` (torch's LayerNorm refuses it) and the fused kernels
@@ -122,6 +135,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def install_cpu_memory_buffer() -> None:
+    """Give ``parallel_state`` a :class:`CPUGlobalMemoryBuffer` (adaptation 4); does nothing with CUDA."""
+    # Megatron keeps its buffer in a module-level global; there is no public setter.
+    if on_cpu() and not isinstance(parallel_state._GLOBAL_MEMORY_BUFFER, CPUGlobalMemoryBuffer):
+        parallel_state._GLOBAL_MEMORY_BUFFER = CPUGlobalMemoryBuffer()
+
+
 def init_megatron_cpu(tensor_model_parallel_size: int = 1, seed: int = 0) -> None:
     """Set up ``torch.distributed`` and megatron-core's parallel state on the CPU (adaptations 1, 3, 4).
 
@@ -137,9 +157,7 @@ def init_megatron_cpu(tensor_model_parallel_size: int = 1, seed: int = 0) -> Non
             )
     if not parallel_state.model_parallel_is_initialized():
         parallel_state.initialize_model_parallel(tensor_model_parallel_size=tensor_model_parallel_size)
-    # Megatron keeps its buffer in a module-level global; there is no public setter.
-    if not isinstance(parallel_state._GLOBAL_MEMORY_BUFFER, CPUGlobalMemoryBuffer):
-        parallel_state._GLOBAL_MEMORY_BUFFER = CPUGlobalMemoryBuffer()
+    install_cpu_memory_buffer()
     seed_megatron_cpu(seed)
 
 
@@ -165,8 +183,18 @@ def causal_attention_mask(seq_len: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- building the Megatron model
 
 
-def megatron_transformer_config(config: LanguageModelConfig) -> TransformerConfig:
-    """The ``TransformerConfig`` that matches ``config`` field by field (see ``LanguageModelConfig``)."""
+def on_cpu() -> bool:
+    """True when the CPU adaptations apply: there is no CUDA device. With CUDA nothing here changes Megatron."""
+    return not torch.cuda.is_available()
+
+
+def megatron_transformer_config(
+    config: LanguageModelConfig, params_dtype: torch.dtype = torch.float32
+) -> TransformerConfig:
+    """The ``TransformerConfig`` that matches ``config`` field by field (see ``LanguageModelConfig``).
+
+    ``params_dtype`` is the dtype Megatron creates its weights in (``torch.bfloat16`` on GPUs for speed).
+    """
     swiglu = config.activation == "swiglu"
     tp_size = (
         parallel_state.get_tensor_model_parallel_world_size() if parallel_state.model_parallel_is_initialized() else 1
@@ -185,7 +213,10 @@ def megatron_transformer_config(config: LanguageModelConfig) -> TransformerConfi
         attention_dropout=config.attention_dropout,
         init_method_std=config.init_method_std,
         tensor_model_parallel_size=tp_size,
-        use_cpu_initialization=True,  # adaptation 2
+        params_dtype=params_dtype,
+        bf16=params_dtype == torch.bfloat16,
+        # adaptation 2 (CPU only): on a GPU Megatron initialises each shard on the device, as usual
+        use_cpu_initialization=on_cpu(),
         bias_activation_fusion=False,  # fused kernels need a GPU; also, the fused gelu is the tanh approximation
         masked_softmax_fusion=False,
         apply_rope_fusion=False,
@@ -194,16 +225,21 @@ def megatron_transformer_config(config: LanguageModelConfig) -> TransformerConfi
     )
 
 
-def build_megatron_gpt(config: LanguageModelConfig, parallel_output: bool = True) -> GPTModel:
+def build_megatron_gpt(
+    config: LanguageModelConfig, parallel_output: bool = True, params_dtype: torch.dtype = torch.float32
+) -> GPTModel:
     """megatron-core's ``GPTModel`` with the local layer spec, shaped like ``GPTLanguageModel(config)``.
 
-    Call :func:`init_megatron_cpu` first. ``parallel_output=False`` gathers the
-    vocabulary-split logits of tensor parallelism into full rows.
+    Call :func:`init_megatron_cpu` (or :func:`mimo_lib.parallel.init_parallel`) first.
+    ``parallel_output=False`` gathers the vocabulary-split logits of tensor
+    parallelism into full rows — on the CPU that gather calls
+    ``torch.cuda.current_device()`` and fails at TP > 1: keep ``True`` there and
+    use :func:`gather_vocab_parallel_logits`.
     """
     if not parallel_state.model_parallel_is_initialized():
         raise RuntimeError("call init_megatron_cpu() before build_megatron_gpt()")
     model = GPTModel(
-        config=megatron_transformer_config(config),
+        config=megatron_transformer_config(config, params_dtype),
         transformer_layer_spec=get_gpt_layer_local_spec(normalization=config.normalization),
         vocab_size=config.padded_vocab_size,  # Megatron's embedding table already includes the padding rows
         max_sequence_length=config.max_sequence_length,
@@ -212,7 +248,7 @@ def build_megatron_gpt(config: LanguageModelConfig, parallel_output: bool = True
         share_embeddings_and_output_weights=config.share_embeddings_and_output_weights,
         parallel_output=parallel_output,
     )
-    if config.position_embedding_type == "rope":  # adaptation 5
+    if config.position_embedding_type == "rope" and on_cpu():  # adaptation 5
         model.rotary_pos_emb = CPURotaryEmbedding(
             kv_channels=config.head_dim,
             rotary_percent=1.0,
@@ -220,6 +256,36 @@ def build_megatron_gpt(config: LanguageModelConfig, parallel_output: bool = True
             use_cpu_initialization=True,
         )
     return model
+
+
+class _GatherVocabParallel(torch.autograd.Function):
+    """All-gather the last dimension over the tensor-parallel group; backward keeps this rank's slice.
+
+    Megatron's ``_GatherFromModelParallelRegion`` does the same, but calls
+    ``torch.cuda.current_device()`` on the way (adaptation 7). The backward is
+    right when every rank computes the same thing from the gathered tensor, as
+    with replicated code after a gather.
+    """
+
+    @staticmethod
+    def forward(ctx, shard: torch.Tensor) -> torch.Tensor:
+        group = parallel_state.get_tensor_model_parallel_group()
+        size = torch.distributed.get_world_size(group)
+        ctx.rank, ctx.width = torch.distributed.get_rank(group), shard.shape[-1]
+        parts = [torch.empty_like(shard) for _ in range(size)]
+        torch.distributed.all_gather(parts, shard.contiguous(), group=group)
+        return torch.cat(parts, dim=-1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad[..., ctx.rank * ctx.width : (ctx.rank + 1) * ctx.width].contiguous()
+
+
+def gather_vocab_parallel_logits(logits: torch.Tensor) -> torch.Tensor:
+    """``(..., V / TP)`` vocabulary-split logits -> ``(..., V)`` full rows on every rank (identity at TP=1)."""
+    if parallel_state.get_tensor_model_parallel_world_size() == 1:
+        return logits
+    return _GatherVocabParallel.apply(logits)
 
 
 def megatron_logits(model: GPTModel, input_ids: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ trains the projectors and the language model.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +25,51 @@ from torch import nn
 from mimo_lib.audio_tower import build_audio_tower
 from mimo_lib.combine import CombinedInputs, combine_multimodal_inputs, sample_name
 from mimo_lib.config import MIMOConfig
-from mimo_lib.language_model import GPTLanguageModel, generate
+from mimo_lib.errors import CombineError
+from mimo_lib.language_backends import build_language_model
+from mimo_lib.language_model import generate
 from mimo_lib.projector import ModalityProjector
 from mimo_lib.vision_tower import build_vision_tower
 
 #: The parts of the model, by the names ``set_trainable`` and checkpoints use.
 COMPONENTS = ("vision_tower", "audio_tower", "vision_projector", "audio_projector", "language_model")
+
+
+@dataclass
+class Modality:
+    """One sense the model reads, keyed by its name as megatron-core's ``modality_submodules`` are."""
+
+    name: str  # "video" or "audio": the keyword of its media and features, and its placeholder's text <name>
+    token_id: int  # its placeholder id in input_ids; each occurrence becomes this modality's tokens
+    encoder: nn.Module  # the tower: media -> (B, N, D_tower)
+    projector: nn.Module  # (B, N, D_tower) -> (B, N', D): into the decoder's width
+
+
+def check_media_or_features(media: dict, features: dict) -> None:
+    """A modality's raw media or its precomputed tower outputs, not both (a caller's mistake: ``ValueError``)."""
+    for name in media:
+        if media[name] is not None and features[name] is not None:
+            raise ValueError(f"give {name} or {name}_features, not both")
+
+
+def samples_with_placeholder(
+    input_ids: torch.Tensor, modality: Modality, given: bool, sample_ids: Sequence[str] | None
+) -> torch.Tensor:
+    """``(num_items,)`` rows whose text holds the modality's placeholder: at most one each, and media to fill it."""
+    counts = (input_ids == modality.token_id).sum(dim=1)  # (B,)
+    if counts.numel() == 0 or counts.max() == 0:
+        return torch.nonzero(counts, as_tuple=True)[0]  # no sample uses this modality
+    name = modality.name
+    if counts.max() > 1:
+        row = int(torch.argmax(counts))
+        raise CombineError(
+            f"{sample_name(sample_ids, row)}: {int(counts[row])} <{name}> placeholders, "
+            f"but one {name} per sample is supported"
+        )
+    if not given:
+        row = int(torch.nonzero(counts)[0])
+        raise CombineError(f"{sample_name(sample_ids, row)}: has a <{name}> placeholder but no {name} was given")
+    return torch.nonzero(counts, as_tuple=True)[0]  # (num_items,)
 
 
 @dataclass
@@ -42,7 +82,8 @@ class MIMOOutput:
 class MIMOModel(nn.Module):
     """Audio-video-language model: ``forward(video, audio, input_ids, labels)`` → logits and loss."""
 
-    def __init__(self, config: MIMOConfig) -> None:
+    def __init__(self, config: MIMOConfig, backend: str = "local") -> None:
+        """``backend``: the language model's, ``"local"`` or ``"megatron"`` (see :mod:`mimo_lib.language_backends`)."""
         super().__init__()
         self.config = config
         self.vision_tower = build_vision_tower(config.vision)
@@ -56,41 +97,32 @@ class MIMOModel(nn.Module):
         self.audio_projector = ModalityProjector(
             self.audio_tower.output_size, width, config.projector.audio_token_compression, config.projector.projector_type
         )
-        self.language_model = GPTLanguageModel(config.language_model)
+        self.language_model = build_language_model(config.language_model, backend)
 
-    # ------------------------------------------------------------------ encoders
+    # ------------------------------------------------------------------ modalities and encoders
+
+    @property
+    def modalities(self) -> dict[str, Modality]:
+        """The senses by name. Built from the attributes on each call, so the parts keep their
+        state-dict names (``vision_tower.*``, ...) and a wrapped attribute is seen as wrapped."""
+        c = self.config
+        return {
+            "video": Modality("video", c.video_token_id, self.vision_tower, self.vision_projector),
+            "audio": Modality("audio", c.audio_token_id, self.audio_tower, self.audio_projector),
+        }
+
+    def encode(self, name: str, media: torch.Tensor) -> torch.Tensor:
+        """Media of modality ``name`` → ``(B, tokens, D)``: its tower, then its projector."""
+        modality = self.modalities[name]
+        return modality.projector(modality.encoder(media))
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, H, W) → (B, num_video_tokens, D): tower, then projector."""
-        return self.vision_projector(self.vision_tower(video))
+        return self.encode("video", video)
 
     def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, N) → (B, num_audio_tokens, D): tower, then projector."""
-        return self.audio_projector(self.audio_tower(audio))
-
-    def _modality_items(
-        self, input_ids: torch.Tensor, media: torch.Tensor | None, encode, token_id: int, name: str, sample_ids
-    ) -> torch.Tensor | None:
-        """Encode the media of the samples whose text holds this modality's placeholder.
-
-        A sample has at most one clip per modality, so a sample with one
-        placeholder contributes its own clip; items come out in batch order,
-        which is the order ``combine_multimodal_inputs`` consumes them in.
-        """
-        counts = (input_ids == token_id).sum(dim=1)  # (B,)
-        if counts.max() == 0:
-            return None
-        if counts.max() > 1:
-            row = int(torch.argmax(counts))
-            raise ValueError(
-                f"{sample_name(sample_ids, row)}: {int(counts[row])} <{name}> placeholders, "
-                f"but one {name} per sample is supported"
-            )
-        if media is None:
-            row = int(torch.nonzero(counts)[0])
-            raise ValueError(f"{sample_name(sample_ids, row)}: has a <{name}> placeholder but no {name} was given")
-        rows = torch.nonzero(counts, as_tuple=True)[0]  # samples that use this modality
-        return encode(media[rows])  # (num_items, tokens, D)
+        return self.encode("audio", audio)
 
     def combine(
         self,
@@ -111,24 +143,25 @@ class MIMOModel(nn.Module):
         the same features every epoch, so training can compute them once per clip).
         """
         c = self.config
-        # (name, placeholder id, media, precomputed tower outputs, tower + projector, projector alone)
-        modalities = (
-            ("video", c.video_token_id, video, video_features, self.encode_video, self.vision_projector),
-            ("audio", c.audio_token_id, audio, audio_features, self.encode_audio, self.audio_projector),
-        )
-        for name, _, media, features, _, _ in modalities:
-            if media is not None and features is not None:
-                raise ValueError(f"give {name} or {name}_features, not both")
+        media = {"video": video, "audio": audio}  # (B, T, 3, H, W), (B, N) or None
+        features = {"video": video_features, "audio": audio_features}  # (B, N, D_tower) or None
+        check_media_or_features(media, features)
         if attention_mask is None:
             attention_mask = input_ids != c.pad_token_id  # (B, L): without a mask, <pad> ids are padding
         input_ids = input_ids.masked_fill(~attention_mask, c.pad_token_id)  # placeholders are only counted on real tokens
-        items = {}
-        for name, token_id, media, features, encode, project in modalities:
-            if features is not None:
-                media, encode = features, project  # the tower already ran: only project
-            found = self._modality_items(input_ids, media, encode, token_id, name, sample_ids)
-            if found is not None:
-                items[token_id] = found
+
+        # Each sample holding a modality's placeholder contributes its own clip: items come out in batch
+        # order, the order combine_multimodal_inputs consumes them in.
+        items = {}  # placeholder id -> (num_items, tokens, D)
+        for name, modality in self.modalities.items():
+            given = media[name] is not None or features[name] is not None
+            rows = samples_with_placeholder(input_ids, modality, given, sample_ids)  # (num_items,)
+            if len(rows) == 0:
+                continue
+            if features[name] is not None:  # the tower already ran: only project
+                items[modality.token_id] = modality.projector(features[name][rows])
+            else:
+                items[modality.token_id] = modality.projector(modality.encoder(media[name][rows]))
         return combine_multimodal_inputs(
             input_ids,
             self.language_model.embed_tokens(input_ids),
@@ -140,7 +173,7 @@ class MIMOModel(nn.Module):
             max_length=c.language_model.max_sequence_length,
             padding_side=padding_side,
             sample_ids=sample_ids,
-            modality_names={c.video_token_id: "video", c.audio_token_id: "audio"},
+            modality_names={modality.token_id: name for name, modality in self.modalities.items()},
         )
 
     # ------------------------------------------------------------------ forward and generate
@@ -177,8 +210,6 @@ class MIMOModel(nn.Module):
             labels=combined.labels,
             ignore_index=self.config.ignore_index,
         )
-        if out.loss is not None and not torch.isfinite(out.loss):
-            raise FloatingPointError(f"non-finite loss {out.loss.item()}: check the learning rate and the inputs")
         return MIMOOutput(out.logits, out.loss, combined)
 
     @torch.no_grad()
@@ -189,14 +220,17 @@ class MIMOModel(nn.Module):
         audio: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         max_new_tokens: int = 24,
-        eos_token_id: int = 2,
+        eos_token_id: int | None = None,
         do_sample: bool = False,
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
     ) -> torch.Tensor:
-        """Answer prompts (from ``build_prompt``); returns new token ids (B, max_new_tokens), eos-padded after each answer."""
+        """Answer prompts (from ``build_prompt``); returns new token ids (B, max_new_tokens), eos-padded after each answer.
+
+        ``eos_token_id`` defaults to the config's (the tokenizer's ``<eos>``).
+        """
         combined = self.combine(input_ids, video, audio, attention_mask, padding_side="left")
         return generate(
             self.language_model,
@@ -204,7 +238,7 @@ class MIMOModel(nn.Module):
             combined.attention_mask,
             combined.position_ids,
             max_new_tokens=max_new_tokens,
-            eos_token_id=eos_token_id,
+            eos_token_id=self.config.eos_token_id if eos_token_id is None else eos_token_id,
             do_sample=do_sample,
             temperature=temperature,
             top_k=top_k,
