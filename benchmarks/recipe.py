@@ -4,14 +4,18 @@
     python benchmarks/recipe.py --shipped-towers    # start from the committed towers (their recorded times are used)
     python benchmarks/recipe.py --publish           # also copy the final model to mimo_lib/pretrained/mimo_toy
 
-Each stage runs as its own process, with the same commands a reader types
-(printed before each stage), so what is measured is what a user gets:
+The recipe itself (steps, learning rates, data mix) lives in ``mimo_lib/recipes.py``, and the command
+lines take their defaults from it; so each stage here runs as its own process with the same short
+commands a reader types (printed before each stage), and what is measured is what a user gets:
 
 1. ``python -m mimo_lib.pretrain_towers``: contrastive pretraining of the vision and audio towers;
 2. ``python -m mimo_lib.train --stage align``: projectors only, on captions;
 3. ``python -m mimo_lib.train --stage instruct --load ALIGN``: projectors and decoder, on questions,
    evaluated on held-out clips every ``--eval-interval`` steps;
 4. ``python -m mimo_lib.evaluate``: exact match per question type, with the ablations.
+
+``--publish`` replaces ``mimo_lib/pretrained/mimo_toy`` atomically (:func:`mimo_lib.atomic.copy_folder_atomically`):
+a crash at any moment leaves the old model or the new one, never neither.
 
 It prints the wall time of each stage, the accuracy-versus-minutes curve
 (minutes since the recipe started, evaluation pauses included) and the
@@ -32,21 +36,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mimo_lib.pretrain_towers import read_metadata, shipped_checkpoint  # noqa: E402
+from mimo_lib.atomic import copy_folder_atomically  # noqa: E402
+from mimo_lib.recipes import get_recipe  # noqa: E402
+from mimo_lib.towers import read_metadata, shipped_checkpoint  # noqa: E402
 
-#: The recipe. Steps and learning rates for the toy preset; see chapter 7 for why each is what it is.
-RECIPE = {
-    "tower_pretraining": {"vision_steps": 1000, "audio_steps": 300, "batch_size": 32},
-    "align": {"train_iters": 200, "micro_batch_size": 32, "lr": 1e-3, "num_samples": 2048},
-    "instruct": {
-        "train_iters": 4000, "micro_batch_size": 32, "lr": 1e-3, "min_lr": 3e-4, "weight_decay": 0.1,
-        "num_samples": 16384, "num_turns": 4,
-        # first questions: a third are the yes/no "both" questions, the slowest to learn, and two
-        # ninths their one-attribute "check" curriculum (the vision, motion and audio types also
-        # come up as follow-up turns of every one-event clip)
-        "question_types": "vision,motion,audio,both,both,both,check,check,time",
-    },
-}
+PRESET = "toy"
 PUBLISHED_MODEL = REPO / "mimo_lib" / "pretrained" / "mimo_toy"
 
 
@@ -73,8 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
 
+    recipe = get_recipe(PRESET)
+    print(f"recipe {recipe.version} (mimo_lib/recipes.py): {json.dumps(recipe.to_dict())}")
+
     # 1. towers
-    towers = RECIPE["tower_pretraining"]
     if args.shipped_towers:
         vision, audio = shipped_checkpoint("vision"), shipped_checkpoint("audio")
         for name, path in (("vision", vision), ("audio", audio)):
@@ -85,27 +81,20 @@ def main(argv: list[str] | None = None) -> None:
     else:
         for name in ("vision", "audio"):
             seconds[f"{name} tower"] = run([
-                "-m", "mimo_lib.pretrain_towers", "--modality", name, "--steps", str(towers[f"{name}_steps"]),
-                "--batch-size", str(towers["batch_size"]), "--out", str(out / "towers"),
+                "-m", "mimo_lib.pretrain_towers", "--preset", PRESET, "--modality", name, "--out", str(out / "towers"),
             ])
         vision, audio = out / "towers" / "vision_tower_toy.safetensors", out / "towers" / "audio_tower_toy.safetensors"
 
-    # 2. align, 3. instruct
-    align, instruct = RECIPE["align"], RECIPE["instruct"]
+    # 2. align, 3. instruct: every optimisation and data flag is the recipe's default
     seconds["align"] = run([
-        "-m", "mimo_lib.train", "--preset", "toy", "--stage", "align", "--vision-tower-checkpoint", str(vision),
-        "--audio-tower-checkpoint", str(audio), "--train-iters", str(align["train_iters"]),
-        "--micro-batch-size", str(align["micro_batch_size"]), "--lr", str(align["lr"]),
-        "--num-samples", str(align["num_samples"]), "--eval-samples", "0", "--save", str(out / "align"),
+        "-m", "mimo_lib.train", "--preset", PRESET, "--stage", "align", "--vision-tower-checkpoint", str(vision),
+        "--audio-tower-checkpoint", str(audio), "--eval-samples", "0", "--save", str(out / "align"),
     ])
     before_instruct = sum(seconds.values())
     seconds["instruct"] = run([
         "-m", "mimo_lib.train", "--stage", "instruct", "--load", str(out / "align"),
-        "--train-iters", str(instruct["train_iters"]), "--micro-batch-size", str(instruct["micro_batch_size"]),
-        "--lr", str(instruct["lr"]), "--min-lr", str(instruct["min_lr"]), "--num-samples", str(instruct["num_samples"]),
-        "--num-turns", str(instruct["num_turns"]), "--weight-decay", str(instruct["weight_decay"]),
-        "--question-types", instruct["question_types"], "--eval-interval", str(args.eval_interval),
-        "--eval-samples", str(args.eval_samples), "--save", str(out / "instruct"),
+        "--eval-interval", str(args.eval_interval), "--eval-samples", str(args.eval_samples),
+        "--save", str(out / "instruct"),
     ])
 
     # 4. the final table
@@ -139,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
                         + [f"{point[c]:6.2f}" for c in columns]))
     print(f"\n== final evaluation ({args.final_eval_samples} held-out clips) ==\n{table}")
 
-    summary = {"recipe": RECIPE, "shipped_towers": args.shipped_towers, "seconds": seconds,
+    summary = {"recipe": recipe.to_dict(), "shipped_towers": args.shipped_towers, "seconds": seconds,
                "total_minutes": round(total / 60, 2), "curve": curve, "final_table": table}
     (out / "recipe.json").write_text(json.dumps(summary, indent=2))
     try:
@@ -152,11 +141,15 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError as error:  # the plot is a convenience; the numbers are already printed
         print(f"(no plot: {error})")
     if args.publish:
-        if PUBLISHED_MODEL.exists():
-            shutil.rmtree(PUBLISHED_MODEL)
-        shutil.copytree(out / "instruct" / "final", PUBLISHED_MODEL)
-        (PUBLISHED_MODEL / "recipe.json").write_text(json.dumps(summary, indent=2))
+        publish(out / "instruct" / "final", summary, out / "publish")
         print(f"published the final model to {PUBLISHED_MODEL}")
+
+
+def publish(model_folder: Path, summary: dict, staging: Path, target: Path = PUBLISHED_MODEL) -> Path:
+    """Put ``model_folder`` plus its ``recipe.json`` at ``target`` in one atomic step."""
+    shutil.copytree(model_folder, staging)
+    (staging / "recipe.json").write_text(json.dumps(summary, indent=2))
+    return copy_folder_atomically(staging, target)
 
 
 if __name__ == "__main__":
