@@ -8,8 +8,10 @@ import torch.nn.functional as F
 
 from mimo_lib.audio_tower import audio_tower_num_parameters
 from mimo_lib.config import PRESETS, get_preset
+from mimo_lib.constants import IGNORE_INDEX
 from mimo_lib.data.conversation import build_prompt
 from mimo_lib.data.dataset import SyntheticAVDataset, collate_av_batch
+from mimo_lib.errors import CombineError, MimoInputError
 from mimo_lib.language_model import language_model_num_parameters
 from mimo_lib.model import COMPONENTS, MIMOModel
 from mimo_lib.projector import projector_num_parameters
@@ -56,11 +58,11 @@ def test_forward_shapes_and_loss_on_answers_only(model, batch):
     # the loss is next-token cross-entropy over the answer positions, and nothing else
     labels = out.combined.labels
     manual = F.cross_entropy(
-        out.logits[:, :-1].reshape(-1, out.logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+        out.logits[:, :-1].reshape(-1, out.logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
     )
     torch.testing.assert_close(out.loss, manual)
-    answer_tokens = (batch["labels"] != -100).sum()
-    assert (labels != -100).sum() == answer_tokens
+    answer_tokens = (batch["labels"] != IGNORE_INDEX).sum()
+    assert (labels != IGNORE_INDEX).sum() == answer_tokens
 
 
 def test_gradients_reach_every_component(batch):
@@ -94,10 +96,42 @@ def test_the_model_looks_at_the_video_and_the_audio(model, batch):
     assert not torch.allclose(base, no_video) and not torch.allclose(base, no_audio)
 
 
-def test_missing_media_for_a_placeholder_names_the_sample(model, batch):
+def test_missing_media_for_a_placeholder_is_an_input_error_naming_the_sample(model, batch):
     inputs = model_inputs(batch)
-    with pytest.raises(ValueError, match="no video was given"):
+    with pytest.raises(CombineError, match="sample 0 of the batch: has a <video> placeholder but no video was given"):
         model(**{**inputs, "video": None})
+    with pytest.raises(MimoInputError, match=rf"sample {batch['id'][0]!r}: has a <audio> placeholder but no audio"):
+        model(**{**inputs, "audio": None}, sample_ids=batch["id"])
+
+
+def test_two_placeholders_of_one_modality_in_a_sample_are_refused(model, batch, tokenizer):
+    inputs = model_inputs(batch)
+    input_ids = inputs["input_ids"].clone()
+    first_text = int((input_ids[1] == model.config.audio_token_id).nonzero()[0]) + 1  # a text token after <audio>
+    input_ids[1, first_text] = model.config.video_token_id
+    with pytest.raises(CombineError, match="sample 1 of the batch: 2 <video> placeholders, but one video per sample"):
+        model(**{**inputs, "input_ids": input_ids})
+
+
+def test_modalities_are_keyed_by_name_and_keep_the_state_dict_names(model):
+    modalities = model.modalities
+    assert list(modalities) == ["video", "audio"]
+    assert modalities["video"].token_id == model.config.video_token_id
+    assert modalities["video"].encoder is model.vision_tower and modalities["video"].projector is model.vision_projector
+    assert modalities["audio"].token_id == model.config.audio_token_id
+    assert modalities["audio"].encoder is model.audio_tower and modalities["audio"].projector is model.audio_projector
+    # the shipped checkpoint's keys: every parameter lives under one of the five component names
+    assert {key.split(".")[0] for key in model.state_dict()} == set(COMPONENTS)
+
+
+def test_forward_leaves_a_non_finite_loss_to_the_training_loop(batch):
+    """No host sync in forward: a NaN loss comes back as a number, and the training loop decides."""
+    torch.manual_seed(0)
+    model = MIMOModel(get_preset("toy")).eval()
+    with torch.no_grad():
+        model.audio_projector.linear_fc1.weight.fill_(float("nan"))
+    out = model(**model_inputs(batch))
+    assert out.loss is not None and torch.isnan(out.loss)
 
 
 def test_generate_with_and_without_cache_and_in_a_batch(model, tokenizer, batch):
@@ -112,6 +146,8 @@ def test_generate_with_and_without_cache_and_in_a_batch(model, tokenizer, batch)
     cached = model.generate(input_ids, video, audio, mask, max_new_tokens=6, eos_token_id=tokenizer.eos_id)
     fresh = model.generate(input_ids, video, audio, mask, max_new_tokens=6, eos_token_id=tokenizer.eos_id, use_cache=False)
     assert torch.equal(cached, fresh)
+    assert model.config.eos_token_id == tokenizer.eos_id  # the default eos is the config's, from the tokenizer
+    assert torch.equal(model.generate(input_ids, video, audio, mask, max_new_tokens=6), cached)
     for row, p in enumerate(prompts):
         alone = model.generate(torch.tensor([p]), video[row : row + 1], audio[row : row + 1], max_new_tokens=6,
                                eos_token_id=tokenizer.eos_id)
