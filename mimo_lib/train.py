@@ -10,53 +10,61 @@ Two stages, as LLaVA trains (chapter 7):
 
 A few examples::
 
-    python -m mimo_lib.train --stage align --train-iters 300 --save runs/align
-    python -m mimo_lib.train --stage instruct --load runs/align --train-iters 1000 --save runs/instruct
-    python -m mimo_lib.train --stage instruct --load runs/instruct --train-iters 1000 --save runs/instruct  # resume
+    python -m mimo_lib.train --stage align --save runs/align                    # the toy recipe's align stage
+    python -m mimo_lib.train --stage instruct --load runs/align --save runs/instruct
+    python -m mimo_lib.train --stage instruct --load runs/instruct --save runs/instruct   # resume
     python -m mimo_lib.train --data-path data_samples --stage instruct --train-iters 20 --micro-batch-size 2
 
-Model sizes come from ``--preset`` (or ``--config``, a MIMOConfig JSON such as
-a model folder's ``config.json``) with the model flags on top; the merged
-config is validated before anything is built, and so are the data path, the
-checkpoints named and the sequence length a sample needs.
+**Settings.** Everything a run needs is one :class:`TrainConfig`. The command line fills it (a flag left
+out is ``None``), and :func:`resolve` completes it, in this order: the loaded run's own settings (when
+resuming, or for the data of a run started from another), then the preset's recipe
+(:mod:`mimo_lib.recipes`: the steps, learning rates and data mix that made the committed model), then
+fixed defaults. So ``--stage instruct --load runs/align --save runs/instruct`` with no other flag
+reproduces the shipped model. Model sizes come from ``--preset`` (or ``--config``, a MIMOConfig JSON such
+as a model folder's ``config.json``) with the model flags on top.
 
-**What is written.** ``--save RUN`` gets numbered checkpoints
-``RUN/step-000200/`` and the pointer ``RUN/latest`` (layout and atomicity:
-:mod:`mimo_lib.checkpoint`), ``RUN/metrics.jsonl`` with one JSON line per step
-(``step, loss, lr, grad_norm, tokens, tokens_per_s, elapsed_s``, plus ``eval``,
-the exact-match accuracy per question type, on evaluation steps) and, at the
-end, ``RUN/final/``: the small model folder that ``python -m mimo_lib.generate``
-and ``python -m mimo_lib.evaluate`` load.
+**Checks first.** :func:`prepare_run` validates the settings, the model config (and its size against the
+machine's memory), the data path, the checkpoints named, the device, the run folders and the sequence
+length a sample needs, each in a named ``check_*`` function, before anything is built or written. A
+problem is one line naming the flag or file and what to change (``mimo-train: error: ...``, exit status 2).
 
-**What ``--load`` does.** A checkpoint of the *same* stage is resumed exactly:
-weights, optimizer, learning-rate schedule, data order, random generators,
-step counter and metrics all continue where they stopped. A checkpoint of
-another stage (an align run loaded by ``--stage instruct``), or a model
-folder written by ``save_model_only``, only gives the weights: the new stage
-starts at step 0 with a fresh optimizer and data order.
+**What is written.** ``--save RUN`` gets numbered checkpoints ``RUN/step-000200/`` and the pointer
+``RUN/latest`` (layout and atomicity: :mod:`mimo_lib.checkpoint`), ``RUN/metrics.jsonl`` with one JSON
+line per step (``step, loss, lr, grad_norm, tokens, tokens_per_s, elapsed_s``, plus ``eval``, the
+exact-match accuracy per question type, on evaluation steps) and, at the end, ``RUN/final/``: the model
+folder that ``python -m mimo_lib.generate`` and ``python -m mimo_lib.evaluate`` load. Each checkpoint
+holds the resolved :class:`TrainConfig`.
 
-**Exact resume.** On the CPU, training 2N steps in one go and training N
-steps, being killed (even with SIGKILL, even while saving) and resuming for N
-more give bitwise equal weights. What that takes:
+**What ``--load`` does.** A checkpoint of the *same* stage is resumed exactly: weights, optimizer,
+learning-rate schedule, data order, random generators, step counter and metrics all continue where they
+stopped, and every setting not given on the command line is the run's own. A checkpoint of another stage
+(an align run loaded by ``--stage instruct``), or a model folder, gives the weights and the data settings
+(``--data-path``, ``--valid-fraction``, ``--allow-missing-audio``, ``--seed``): the new stage starts at
+step 0 with a fresh optimizer and data order.
 
-1. every random draw comes from a generator whose state is checkpointed: the
-   batch indices from a ``torch.Generator`` of their own (:class:`DataSampler`),
-   dropout from torch's global generator (saved, with Python's and numpy's);
-   synthetic clips are pure functions of ``(seed, index)``;
-2. ``torch.use_deterministic_algorithms(True)`` while training, so no kernel may
-   pick a different reduction order from one run to the next (on CUDA also
-   ``CUBLAS_WORKSPACE_CONFIG=:4096:8``, set here if unset; GPU resume is not tested);
-3. optimizer and schedule state saved exactly (safetensors keeps every bit,
-   JSON writes floats with ``repr``, which round-trips);
-4. the same command line (a changed flag is reported on resume) and the same
-   number of CPU threads.
+**``--train-iters`` is the total**, a resumed run's steps included (Megatron's meaning). Raising it when
+resuming *extends* the run: the steps taken keep their learning rates, and the cosine continues from the
+last one down to ``--min-lr`` at the new end (:meth:`mimo_lib.optim.WarmupCosineSchedule.extended_to`),
+instead of warming up again.
 
-``--stop-after N`` kills the process with SIGKILL right after step N (and its
-checkpoint, if one is due): a testing aid for exactly this.
+**Exact resume.** On the CPU, training 2N steps in one go and training N steps, being killed (even with
+SIGKILL, even while saving) and resuming for N more give bitwise equal weights. What that takes:
 
-**Stopping on a non-finite loss.** A ``nan`` or ``inf`` loss (or gradient norm)
-stops training before the optimizer applies it, with an error naming the step;
-the last checkpoint written is intact and can be resumed with a lower ``--lr``.
+1. every random draw comes from a generator whose state is checkpointed: the batch indices from a
+   ``torch.Generator`` of their own (:class:`DataSampler`), dropout from torch's global generator (saved,
+   with Python's and numpy's); synthetic clips are pure functions of ``(seed, index)``;
+2. ``torch.use_deterministic_algorithms(True)`` while training, so no kernel may pick a different
+   reduction order from one run to the next (on CUDA also ``CUBLAS_WORKSPACE_CONFIG=:4096:8``);
+3. optimizer and schedule state saved exactly (safetensors keeps every bit, JSON writes floats with
+   ``repr``, which round-trips);
+4. the same settings (a changed one is reported on resume) and the same number of CPU threads.
+
+``--stop-after N`` kills the process with SIGKILL right after step N (and its checkpoint, if one is
+due): a testing aid for exactly this.
+
+**Stopping on a non-finite loss.** A ``nan`` or ``inf`` loss (or gradient norm) stops training before the
+optimizer applies it, with an error naming the step; the last checkpoint written is intact and can be
+resumed with a lower ``--lr``.
 """
 
 from __future__ import annotations
@@ -64,87 +72,77 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from mimo_lib.atomic import atomic_write_text
 from mimo_lib.checkpoint import (
+    TRAIN_BYTES_PER_PARAMETER,
     CheckpointError,
-    atomic_write_text,
     capture_rng_state,
+    check_model_size,
     is_training_checkpoint,
     load_checkpoint,
     load_model,
     read_checkpoint_config,
     read_checkpoint_state,
+    read_train_config,
     resolve_checkpoint,
     restore_rng_state,
     save_checkpoint,
     save_model_only,
 )
-from mimo_lib.config import AUDIO_BACKBONES, PRESETS, VISION_BACKBONES, MIMOConfig, get_preset
+from mimo_lib.cli import run_command
+from mimo_lib.config import AUDIO_BACKBONES, PRESETS, VISION_BACKBONES, ConfigError, MIMOConfig, get_preset
+from mimo_lib.constants import HELD_OUT_SEED_OFFSET
 from mimo_lib.data.conversation import encode_conversation
-from mimo_lib.data.dataset import collate_av_batch, load_annotations
+from mimo_lib.data.dataset import collate_av_batch, load_annotations, split_dataset
 from mimo_lib.data.synthetic import (
     ALL_QUESTION_TYPES,
-    CAPTION_TYPE,
     CLAIM_ATTRIBUTES,
     FALSE_CLAIM_ATTRIBUTES,
-    QUESTION_TYPES,
-)
-from mimo_lib.errors import MimoInputError
-from mimo_lib.evaluate import (
-    HELD_OUT_SEED_OFFSET,
-    build_dataset,
-    evaluate_accuracy,
-    evaluation_subset,
+    make_sample,
     synthetic_config_for,
 )
+from mimo_lib.errors import MimoInputError
+from mimo_lib.evaluate import build_dataset, evaluate_accuracy, evaluation_subset
 from mimo_lib.feature_cache import TowerFeatureCache
 from mimo_lib.model import MIMOModel
+from mimo_lib.optim import WarmupCosineSchedule, make_optimizer
+from mimo_lib.recipes import Recipe, get_recipe
+from mimo_lib.threads import apply_thread_policy
 from mimo_lib.tokenizer import Tokenizer
+from mimo_lib.towers import read_tower_config, shipped_checkpoint, tower_config_differences
 
 STAGES = ("align", "instruct")
-INSTRUCT_NUM_TURNS = 4
+DEFAULT_PRESET = "toy"
+#: What each stage trains; the ``--freeze-*`` flags override it.
+STAGE_FREEZING: dict[str, dict[str, bool]] = {
+    "align": {"vision_tower": True, "audio_tower": True, "projectors": False, "language_model": True},
+    "instruct": {"vision_tower": True, "audio_tower": True, "projectors": False, "language_model": False},
+}
 #: Types a multi-turn training conversation may ask after its first question. ``both``, ``time`` and
 #: ``check`` are left out: an earlier answer ("The square is yellow.") would let the model read them off the text.
-FOLLOW_UP_TYPES = ("vision", "motion", "audio", CAPTION_TYPE)
-
-#: What each stage trains (``--freeze-*`` flags override), its default learning rate and question types.
-#: The learning rates are reasonable for the toy preset; they have not been tuned for larger ones.
-STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "align": {
-        "freeze_vision_tower": True, "freeze_audio_tower": True, "freeze_projectors": False,
-        "freeze_language_model": True, "lr": 1e-3, "question_types": (CAPTION_TYPE,), "num_turns": 1,
-    },
-    "instruct": {
-        "freeze_vision_tower": True, "freeze_audio_tower": True, "freeze_projectors": False,
-        "freeze_language_model": False, "lr": 3e-4, "question_types": QUESTION_TYPES,
-        "num_turns": INSTRUCT_NUM_TURNS,
-    },
-}
-FREEZE_FLAGS = {  # flag attribute -> MIMOModel.set_trainable name
-    "freeze_vision_tower": "vision_tower",
-    "freeze_audio_tower": "audio_tower",
-    "freeze_projectors": "projectors",
-    "freeze_language_model": "language_model",
-}
-#: Flags that change the arithmetic of training: resuming with other values is not an exact resume.
+FOLLOW_UP_TYPES = ("vision", "motion", "audio", "caption")
+#: Settings that change the arithmetic of training: resuming with other values is not an exact resume.
 RESUME_SENSITIVE = (
-    "data_path", "num_samples", "num_turns", "follow_up_types", "false_claim_attributes", "question_types", "micro_batch_size", "train_iters", "lr", "min_lr",
-    "warmup_iters", "weight_decay", "seed",
+    "data_path", "valid_fraction", "num_samples", "num_turns", "follow_up_types", "false_claim_attributes",
+    "question_types", "micro_batch_size", "lr", "min_lr", "warmup_iters", "weight_decay", "grad_clip", "seed",
 )
-DEFAULT_PRESET = "toy"
+#: Settings a run started from another run's weights takes from it, unless given: the same data.
+INHERITED_BY_NEW_STAGE = ("preset", "data_path", "valid_fraction", "allow_missing_audio", "seed")
+#: Settings a resumed run never takes from the run it resumes: where and how this process runs (and the model
+#: flags: the model is the checkpoint's).
+NOT_INHERITED_ON_RESUME = ("load", "save", "stop_after", "device", "threads")
 EVAL_BATCH_SIZE = 16
-GRAD_CLIP = 1.0
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -152,172 +150,370 @@ class NonFiniteLossError(FloatingPointError):
 
 
 # --------------------------------------------------------------------------- #
-# The command line
+# The settings
 # --------------------------------------------------------------------------- #
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run. ``None``: not given; :func:`resolve` fills it in."""
+
+    # ---- the model
+    preset: str | None = None  # model sizes to start from; None: the loaded run's, else toy
+    config: str | None = None  # a MIMOConfig JSON file instead of a preset
+    num_layers: int | None = None  # language model: transformer layers
+    hidden_size: int | None = None  # language model: width (its MLP becomes 4x this, as in Megatron-LM)
+    num_attention_heads: int | None = None  # language model: attention heads
+    vision_backbone_type: str | None = None  # "clip" or "hf-clip"
+    audio_backbone_type: str | None = None  # "whisper", "beats" or "hf-whisper"
+    num_frames: int | None = None  # video frames per clip
+    vision_temporal_compression: int | None = None  # consecutive frames merged into one video token
+    audio_seq_len: int | None = None  # audio tokens per clip
+    clip_duration_s: float | None = None  # seconds of audio per clip
+    hf_vision_path: str | None = None  # local transformers CLIP folder (hf-clip)
+    hf_audio_path: str | None = None  # local transformers Whisper folder (hf-whisper)
+    vision_tower_checkpoint: str | None = None  # a pretrained tower file, "none" (random), None: the shipped one
+    audio_tower_checkpoint: str | None = None  # the same for the audio tower
+    # ---- the data
+    data_path: str | None = None  # "synthetic" or a folder with conversations.jsonl; None: the loaded run's
+    num_samples: int | None = None  # synthetic training clips
+    valid_fraction: float | None = None  # a folder: this fraction of its samples is held out for evaluation
+    allow_missing_audio: bool | None = None  # a folder: a video without sound gives silence instead of an error
+    num_turns: int | None = None  # synthetic: questions per training conversation (at most)
+    follow_up_types: tuple[str, ...] | None = None  # synthetic: what later turns may ask
+    false_claim_attributes: tuple[str, ...] | None = None  # synthetic: what a false "both" claim changes
+    question_types: tuple[str, ...] | None = None  # synthetic: first questions, cycled (repeats weight a type)
+    # ---- the stage
+    stage: str = "align"  # "align" or "instruct"
+    freeze_vision_tower: bool | None = None  # None: the stage's choice (STAGE_FREEZING)
+    freeze_audio_tower: bool | None = None
+    freeze_projectors: bool | None = None
+    freeze_language_model: bool | None = None
+    # ---- optimisation
+    micro_batch_size: int | None = None  # samples per optimizer step
+    train_iters: int | None = None  # optimizer steps in all, a resumed run's included
+    lr: float | None = None  # peak learning rate
+    min_lr: float | None = None  # learning rate at the end of the cosine
+    warmup_iters: int | None = None  # linear warm-up steps
+    weight_decay: float | None = None  # AdamW weight decay on matrices
+    grad_clip: float = 1.0  # clip the gradient norm to this
+    seed: int | None = None  # model init, data order and synthetic clips; None: the loaded run's, else 0
+    cache_tower_features: bool = True  # frozen towers run once per clip, their outputs kept in memory
+    device: str = "auto"  # "auto": cuda if available, else cpu
+    threads: int | None = None  # torch CPU threads; None: mimo_lib.threads' policy
+    # ---- checkpoints and evaluation
+    save: str | None = None  # run folder; None: nothing is written
+    load: str | None = None  # run, step or model folder to resume or start from
+    save_interval: int = 200  # checkpoint every N steps and at the end; 0: only at the end
+    keep_checkpoints: int = 2  # step folders kept in the run folder
+    eval_interval: int = 200  # evaluate every N steps and at the end; 0: only at the end
+    eval_samples: int = 100  # held-out samples for exact-match accuracy; 0: no evaluation
+    stop_after: int | None = None  # TESTING AID: SIGKILL the process right after this step
+    # ---- filled in by resolve(), for the record
+    recipe_version: str | None = None  # the recipe the defaults came from
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; keys this version does not know (an older run's) are skipped."""
+        known = {f.name for f in fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        return cls(**values)
+
+
+@dataclass
+class Run:
+    """A checked, resolved run: what :func:`run_training` needs besides the data."""
+
+    config: TrainConfig  # resolved: every setting filled in
+    model_config: MIMOConfig
+    mode: str  # "fresh", "resume" (same stage) or "init" (weights of another run)
+    load: Path | None  # the checkpoint or model folder resolved from --load
+    recipe: Recipe
+
+
+# --------------------------------------------------------------------------- #
+# The command line: a thin layer that fills a TrainConfig
+# --------------------------------------------------------------------------- #
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    """``"vision, audio"`` -> ``("vision", "audio")``; checked later by :func:`check_data`."""
+    return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mimo-train",
         description="Train the MIMO audio-video-language model (stage align or instruct) on synthetic clips "
-        "or a dataset folder.",
-        epilog="Model-shape flags left out keep the preset's (or the loaded checkpoint's) values. "
-        "See the module docstring (python -c 'import mimo_lib.train; help(mimo_lib.train)') for resume details.",
+        "or a dataset folder. Flags left out take the loaded run's settings, then the preset's recipe "
+        "(mimo_lib/recipes.py), which reproduces the committed model.",
+        epilog="See the module docstring (python -c 'import mimo_lib.train; help(mimo_lib.train)') for resume "
+        "details.",
+        argument_default=None,
     )
     model = parser.add_argument_group("model")
+    model.add_argument("--preset", choices=sorted(PRESETS), help="model sizes to start from (default: toy)")
+    model.add_argument("--config", help="a MIMOConfig JSON file (the config.json of a model folder) instead of --preset")
+    model.add_argument("--num-layers", type=int, help="language model: transformer layers")
+    model.add_argument("--hidden-size", type=int, help="language model: width; its MLP width becomes 4x this")
+    model.add_argument("--num-attention-heads", type=int, help="language model: attention heads (must divide --hidden-size)")
+    model.add_argument("--vision-backbone-type", choices=VISION_BACKBONES, help="vision tower")
     model.add_argument(
-        "--preset", default=None, choices=sorted(PRESETS), help="model sizes to start from (default: toy)"
-    )
-    model.add_argument(
-        "--config", type=Path, default=None,
-        help="a MIMOConfig JSON file (the config.json of a model folder) to start from instead of --preset",
-    )
-    model.add_argument("--num-layers", type=int, default=None, help="language model: transformer layers")
-    model.add_argument(
-        "--hidden-size", type=int, default=None,
-        help="language model: width; its MLP width becomes 4x this, as in Megatron-LM",
-    )
-    model.add_argument(
-        "--num-attention-heads", type=int, default=None, help="language model: attention heads (must divide --hidden-size)"
-    )
-    model.add_argument("--vision-backbone-type", choices=VISION_BACKBONES, default=None, help="vision tower")
-    model.add_argument(
-        "--audio-backbone-type", choices=AUDIO_BACKBONES, default=None,
+        "--audio-backbone-type", choices=AUDIO_BACKBONES,
         help="audio tower; switching backbone resets its feature bins and --audio-seq-len to the backbone's own",
     )
-    model.add_argument("--num-frames", type=int, default=None, help="video frames per clip")
+    model.add_argument("--num-frames", type=int, help="video frames per clip")
     model.add_argument(
-        "--audio-seq-len", type=int, default=None,
-        help="audio tokens per clip; must divide the positions the audio encoder makes",
+        "--vision-temporal-compression", type=int,
+        help="consecutive frames merged into one video token by the projector (must divide --num-frames; toy: 8)",
     )
-    model.add_argument("--hf-vision-path", default=None, help="local transformers CLIP folder, for --vision-backbone-type hf-clip")
+    model.add_argument("--audio-seq-len", type=int, help="audio tokens per clip; must divide the positions the audio encoder makes")
+    model.add_argument("--clip-duration", type=float, dest="clip_duration_s", help="seconds of audio per clip (toy: 1)")
+    model.add_argument("--hf-vision-path", help="local transformers CLIP folder, for --vision-backbone-type hf-clip")
+    model.add_argument("--hf-audio-path", help="local transformers Whisper folder, for --audio-backbone-type hf-whisper")
     model.add_argument(
-        "--hf-audio-path", default=None, help="local transformers Whisper folder, for --audio-backbone-type hf-whisper"
-    )
-    model.add_argument(
-        "--vision-tower-checkpoint", default=None,
+        "--vision-tower-checkpoint",
         help="pretrained vision tower (mimo_lib.pretrain_towers); default: the shipped one for --preset if it "
         "exists; 'none': random tower; ignored with --load",
     )
     model.add_argument(
-        "--audio-tower-checkpoint", default=None,
+        "--audio-tower-checkpoint",
         help="pretrained audio tower; default: the shipped one for --preset if it exists; 'none': random tower; "
         "ignored with --load",
     )
 
     data = parser.add_argument_group("data")
     data.add_argument(
-        "--data-path", default="synthetic",
+        "--data-path",
         help="'synthetic' (clips rendered from --seed) or a folder with conversations.jsonl and media "
-        "(default: %(default)s)",
+        "(default: the loaded run's, else synthetic)",
     )
-    data.add_argument("--num-samples", type=int, default=4096, help="synthetic training set size (default: %(default)s)")
+    data.add_argument("--num-samples", type=int, help="synthetic training set size (default: the recipe's)")
     data.add_argument(
-        "--num-turns", type=int, default=None,
+        "--valid-fraction", type=float,
+        help="a folder: hold out this fraction of its samples (chosen with --seed) for evaluation during "
+        "training and for mimo_lib.evaluate (default 0: evaluation scores training samples, with a warning)",
+    )
+    data.add_argument(
+        "--allow-missing-audio", action=argparse.BooleanOptionalAction,
+        help="a folder: a video without an audio track is heard as silence (with a warning) instead of an error",
+    )
+    data.add_argument(
+        "--num-turns", type=int,
         help="synthetic: questions per training conversation (at most), the first of the sample's type, the "
-        f"others from --follow-up-types (more answers per rendered clip); default 1 for align, {INSTRUCT_NUM_TURNS} "
-        "for instruct. Evaluation always asks one question per clip",
+        "others from --follow-up-types (default: the recipe's, 1 align, 4 instruct). Evaluation asks one",
     )
     data.add_argument(
-        "--follow-up-types", default=",".join(FOLLOW_UP_TYPES),
-        help="synthetic, with --num-turns > 1: comma list of question types later turns ask, each at most once "
-        "per conversation and only where the clip fits (default: %(default)s)",
+        "--follow-up-types", type=_name_list,
+        help=f"synthetic, with --num-turns > 1: comma list of question types later turns ask (default: "
+        f"{','.join(FOLLOW_UP_TYPES)})",
     )
     data.add_argument(
-        "--false-claim-attributes", default=",".join(FALSE_CLAIM_ATTRIBUTES),
+        "--false-claim-attributes", type=_name_list,
         help="synthetic training data only: what a false 'both' claim changes, drawn uniformly from this comma "
-        "list (repeats weight it); evaluation always uses the task's (default: %(default)s, the task's)",
+        f"list (repeats weight it); evaluation always uses the task's (default: {','.join(FALSE_CLAIM_ATTRIBUTES)})",
     )
     data.add_argument(
-        "--question-types", default=None,
+        "--question-types", type=_name_list,
         help=f"comma list of synthetic question types, from {', '.join(ALL_QUESTION_TYPES)} (repeats weight "
-        f"a type); default: '{CAPTION_TYPE}' for align, all of {','.join(QUESTION_TYPES)} for instruct",
+        "a type); default: the recipe's (caption for align, the full mix for instruct)",
     )
 
     stage = parser.add_argument_group("stage and freezing")
     stage.add_argument("--stage", choices=STAGES, default="align", help="what to train (default: %(default)s)")
-    freeze_help = {
-        "freeze_vision_tower": "freeze the vision tower (default: frozen in both stages)",
-        "freeze_audio_tower": "freeze the audio tower (default: frozen in both stages)",
-        "freeze_projectors": "freeze the projectors (default: trained in both stages)",
-        "freeze_language_model": "freeze the language model (default: frozen in align, trained in instruct)",
-    }
-    for flag, text in freeze_help.items():
-        stage.add_argument("--" + flag.replace("_", "-"), action=argparse.BooleanOptionalAction, default=None, help=text)
+    for component, text in (
+        ("vision_tower", "frozen in both stages"), ("audio_tower", "frozen in both stages"),
+        ("projectors", "trained in both stages"), ("language_model", "frozen in align, trained in instruct"),
+    ):
+        stage.add_argument(
+            f"--freeze-{component.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+            help=f"freeze the {component.replace('_', ' ')} (default: {text})",
+        )
 
-    optim = parser.add_argument_group("optimization")
-    optim.add_argument("--micro-batch-size", type=int, default=8, help="samples per optimizer step (default: %(default)s)")
-    optim.add_argument("--train-iters", type=int, default=1000, help="optimizer steps in all, a resumed run's included (default: %(default)s)")
-    optim.add_argument("--lr", type=float, default=None, help="peak learning rate; default 1e-3 align, 3e-4 instruct")
-    optim.add_argument("--min-lr", type=float, default=None, help="learning rate at the end of the cosine; default lr/10")
-    optim.add_argument("--warmup-iters", type=int, default=None, help="linear warmup steps; default 5%% of --train-iters")
-    optim.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay on matrices (default: %(default)s, as LLaVA)")
-    optim.add_argument("--seed", type=int, default=0, help="model init, data order and synthetic clips (default: %(default)s)")
+    optim = parser.add_argument_group("optimization (defaults: the preset's recipe, mimo_lib/recipes.py)")
+    optim.add_argument("--micro-batch-size", type=int, help="samples per optimizer step")
+    optim.add_argument("--train-iters", type=int, help="optimizer steps in all, a resumed run's included")
+    optim.add_argument("--lr", type=float, help="peak learning rate")
+    optim.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine")
+    optim.add_argument("--warmup-iters", type=int, help="linear warmup steps (default: 5%% of --train-iters)")
+    optim.add_argument("--weight-decay", type=float, help="AdamW weight decay on matrices")
+    optim.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this (default: %(default)s)")
+    optim.add_argument("--seed", type=int, help="model init, data order and synthetic clips (default: 0)")
     optim.add_argument(
         "--cache-tower-features", action=argparse.BooleanOptionalAction, default=True,
         help="with both towers frozen, run them once per training clip and keep their outputs in memory "
         "(mimo_lib.feature_cache; about 80 KB per toy clip) instead of every step (default: on)",
     )
     optim.add_argument("--device", default="auto", help="'auto' (default: cuda if available, else cpu), 'cpu', 'cuda', ...")
+    optim.add_argument("--threads", type=int, help="torch CPU threads (default: mimo_lib.threads' policy)")
 
     io = parser.add_argument_group("checkpoints and evaluation")
-    io.add_argument("--save", type=Path, default=None, help="run folder for checkpoints and metrics.jsonl (none: save nothing)")
-    io.add_argument("--load", type=Path, default=None, help="run folder or step folder to resume or start from")
+    io.add_argument("--save", help="run folder for checkpoints and metrics.jsonl (none: save nothing)")
+    io.add_argument("--load", help="run folder, step folder or model folder to resume or start from")
     io.add_argument("--save-interval", type=int, default=200, help="checkpoint every N steps and at the end; 0: only at the end (default: %(default)s)")
     io.add_argument("--keep-checkpoints", type=int, default=2, help="step folders to keep in --save (default: %(default)s)")
     io.add_argument("--eval-interval", type=int, default=200, help="evaluate every N steps and at the end; 0: only at the end (default: %(default)s)")
     io.add_argument(
         "--eval-samples", type=int, default=100,
-        help="held-out synthetic samples (or the folder's first samples) for exact-match accuracy; 0: no "
-        "evaluation (default: %(default)s)",
+        help="held-out samples for exact-match accuracy; 0: no evaluation (default: %(default)s)",
     )
     io.add_argument(
-        "--stop-after", type=int, default=None,
+        "--stop-after", type=int,
         help="TESTING AID: SIGKILL this process right after step N (after its checkpoint, if one is due)",
     )
     return parser
 
 
-def build_config(args: argparse.Namespace) -> MIMOConfig:
-    """The preset (or ``--config``), with the command line's overrides; ``MIMOConfig`` validates the result."""
-    if args.config is not None:
-        try:
-            data = json.loads(Path(args.config).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"--config {args.config}: cannot read a JSON config ({error})") from None
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """The command line as a :class:`TrainConfig` (flags left out are ``None``); nothing is checked yet."""
+    return TrainConfig(**vars(build_parser().parse_args(argv)))
+
+
+# --------------------------------------------------------------------------- #
+# Resolving: the loaded run, the recipe, the model config
+# --------------------------------------------------------------------------- #
+
+
+def resolve(config: TrainConfig) -> Run:
+    """Fill every ``None`` of ``config``: from the loaded run, then the recipe, then fixed defaults."""
+    mode, load, saved, model_config = "fresh", None, None, None
+    if config.load is not None:
+        load = resolve_checkpoint(config.load)
+        model_config = read_checkpoint_config(load)
+        saved_dict = read_train_config(load)
+        saved = TrainConfig.from_dict(saved_dict) if saved_dict else None
+        if is_training_checkpoint(load):
+            mode = "resume" if read_checkpoint_state(load).get("stage") == config.stage else "init"
+        else:
+            mode = "init"
+    if saved is not None:
+        inherited = INHERITED_BY_NEW_STAGE if mode != "resume" else [
+            f.name for f in fields(TrainConfig)
+            if f.name not in NOT_INHERITED_ON_RESUME and (f.name == "preset" or f.name not in MODEL_FLAGS)
+        ]
+        config = replace(config, **{k: getattr(saved, k) for k in inherited if getattr(config, k) is None})
+    preset = config.preset or (saved.preset if saved is not None else None) or DEFAULT_PRESET
+    recipe = get_recipe(preset)
+    stage = recipe.stage(config.stage)
+
+    folder = config.data_path not in (None, "synthetic")
+    filled = {
+        "preset": preset,
+        "data_path": config.data_path or "synthetic",
+        "valid_fraction": 0.0 if config.valid_fraction is None else config.valid_fraction,
+        "allow_missing_audio": bool(config.allow_missing_audio),
+        "num_samples": stage.num_samples if config.num_samples is None else config.num_samples,
+        "num_turns": 1 if folder else (stage.num_turns if config.num_turns is None else config.num_turns),
+        "question_types": None if folder else (config.question_types or stage.question_types),
+        "follow_up_types": None if folder else (
+            FOLLOW_UP_TYPES if config.follow_up_types is None else config.follow_up_types),
+        "false_claim_attributes": None if folder else (config.false_claim_attributes or FALSE_CLAIM_ATTRIBUTES),
+        "micro_batch_size": config.micro_batch_size or stage.micro_batch_size,
+        "train_iters": config.train_iters or stage.train_iters,
+        "lr": stage.lr if config.lr is None else config.lr,
+        "weight_decay": stage.weight_decay if config.weight_decay is None else config.weight_decay,
+        "seed": 0 if config.seed is None else config.seed,
+        "recipe_version": recipe.version,
+    }
+    filled.update({
+        "min_lr": (stage.min_lr if config.lr is None else filled["lr"] / 10) if config.min_lr is None else config.min_lr,
+        "warmup_iters": (round(stage.warmup_fraction * filled["train_iters"]) if config.warmup_iters is None
+                         else config.warmup_iters),
+    })
+    for component, frozen in STAGE_FREEZING[config.stage].items():
+        flag = f"freeze_{component}"
+        filled[flag] = frozen if getattr(config, flag) is None else getattr(config, flag)
+    if folder and config.num_turns is not None and config.num_turns != 1:
+        filled["num_turns"] = config.num_turns  # refused by check_data with a message
+    config = replace(config, **filled)
+    if model_config is None:
+        model_config = build_model_config(config)
     else:
-        data = get_preset(args.preset or DEFAULT_PRESET).to_dict()
-    lm, vision, audio = data["language_model"], data["vision"], data["audio"]
-    if args.num_layers is not None:
-        lm["num_layers"] = args.num_layers
-    if args.hidden_size is not None:
-        lm["hidden_size"] = args.hidden_size
-        lm["ffn_hidden_size"] = 4 * args.hidden_size
-    if args.num_attention_heads is not None:
-        lm["num_attention_heads"] = args.num_attention_heads
-    if args.vision_backbone_type is not None:
-        vision["backbone_type"] = args.vision_backbone_type
-        if args.vision_backbone_type == "hf-clip":
+        check_model_flags_match(config, model_config, load)
+    return Run(config, model_config, mode, load, recipe)
+
+
+MODEL_FLAGS = (
+    "preset", "config", "num_layers", "hidden_size", "num_attention_heads", "vision_backbone_type",
+    "audio_backbone_type", "num_frames", "vision_temporal_compression", "audio_seq_len", "clip_duration_s",
+    "hf_vision_path", "hf_audio_path",
+)
+
+
+def build_model_config(config: TrainConfig) -> MIMOConfig:
+    """The preset (or ``--config``), with the command line's overrides; ``MIMOConfig`` validates the result."""
+    if config.config is not None:
+        try:
+            data = json.loads(Path(config.config).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ConfigError(f"--config {config.config}: cannot read a JSON config ({error})") from None
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), dict) for k in ("language_model", "vision", "audio")):
+            raise ConfigError(f"--config {config.config}: not a MIMOConfig JSON (a model folder's config.json)")
+    else:
+        data = get_preset(config.preset or DEFAULT_PRESET).to_dict()
+    lm, vision, audio, projector = data["language_model"], data["vision"], data["audio"], data.setdefault("projector", {})
+    if config.num_layers is not None:
+        lm["num_layers"] = config.num_layers
+    if config.hidden_size is not None:
+        lm["hidden_size"] = config.hidden_size
+        lm["ffn_hidden_size"] = 4 * config.hidden_size
+    if config.num_attention_heads is not None:
+        lm["num_attention_heads"] = config.num_attention_heads
+    if config.vision_backbone_type is not None:
+        vision["backbone_type"] = config.vision_backbone_type
+        if config.vision_backbone_type == "hf-clip":
             vision["patch_embedding_type"] = "linear"  # a CLIP checkpoint brings its own patch embedding
-    if args.hf_vision_path is not None:
-        vision["pretrained_path"] = args.hf_vision_path
-    if args.audio_backbone_type is not None and args.audio_backbone_type != audio["backbone_type"]:
-        audio["backbone_type"] = args.audio_backbone_type
+    if config.hf_vision_path is not None:
+        vision["pretrained_path"] = config.hf_vision_path
+    if config.audio_backbone_type is not None and config.audio_backbone_type != audio["backbone_type"]:
+        audio["backbone_type"] = config.audio_backbone_type
         audio["num_mel_bins"] = None  # the new backbone's own (80 log-mel or 128 fbank) ...
         audio["audio_seq_len"] = None  # ... and its own natural token count, unless given below
-    if args.hf_audio_path is not None:
-        audio["pretrained_path"] = args.hf_audio_path
-    if args.num_frames is not None:
-        vision["num_frames"] = args.num_frames
-    if args.audio_seq_len is not None:
-        audio["audio_seq_len"] = args.audio_seq_len
-    return MIMOConfig.from_dict(data)
+    if config.hf_audio_path is not None:
+        audio["pretrained_path"] = config.hf_audio_path
+    if config.num_frames is not None:
+        vision["num_frames"] = config.num_frames
+    if config.vision_temporal_compression is not None:
+        projector["vision_temporal_compression"] = config.vision_temporal_compression
+    if config.clip_duration_s is not None:
+        audio["clip_duration_s"] = config.clip_duration_s
+        if config.audio_seq_len is None:
+            audio["audio_seq_len"] = None  # the encoder's natural count for the new length, halved
+    if config.audio_seq_len is not None:
+        audio["audio_seq_len"] = config.audio_seq_len
+    check_frames_fit_projector(vision, projector, config)
+    try:
+        return MIMOConfig.from_dict(data)
+    except TypeError as error:  # a wrong type in a --config file
+        raise ConfigError(f"invalid model configuration: {error}") from None
 
 
-def _model_flags_given(args: argparse.Namespace) -> list[str]:
-    names = ("preset", "config", "num_layers", "hidden_size", "num_attention_heads", "vision_backbone_type",
-             "audio_backbone_type", "num_frames", "audio_seq_len", "hf_vision_path", "hf_audio_path")
-    return ["--" + n.replace("_", "-") for n in names if getattr(args, n) is not None]
+def check_frames_fit_projector(vision: dict, projector: dict, config: TrainConfig) -> None:
+    """``--num-frames 4`` on the toy model, whose projector merges 8 frames: say which flag fixes it."""
+    frames, merged = vision.get("num_frames", 8), projector.get("vision_temporal_compression", 1)
+    if frames >= 1 and merged >= 1 and frames % merged:
+        raise ConfigError(
+            f"--num-frames {frames}: the projector merges {merged} consecutive frames into one video token, so the "
+            f"frame count must be a multiple of {merged}; also pass --vision-temporal-compression with a divisor "
+            f"of {frames} (e.g. {max(d for d in range(1, frames + 1) if frames % d == 0 and d <= merged)})"
+        )
+
+
+def check_model_flags_match(config: TrainConfig, loaded: MIMOConfig, load: Path) -> None:
+    """With ``--load``, model flags may restate the checkpoint's model, never change it."""
+    given = [f"--{n.replace('_', '-')}" for n in MODEL_FLAGS if n != "preset" and getattr(config, n) is not None]
+    if not given:
+        return
+    wanted = build_model_config(replace(config, config=None))
+    differences = _config_differences(loaded.to_dict(), wanted.to_dict())
+    if differences:
+        raise ConfigError(
+            f"the model flags ({', '.join(given)}) describe another model than the loaded checkpoint {load} "
+            f"({'; '.join(differences)}); drop them to use the checkpoint's config"
+        )
 
 
 def _config_differences(saved: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:
@@ -327,225 +523,215 @@ def _config_differences(saved: dict[str, Any], wanted: dict[str, Any], prefix: s
         a, b = saved.get(key), wanted.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             out += _config_differences(a, b, f"{prefix}{key}.")
-        elif a != b:
+        elif a != b and key != "pretrained_path":
             out.append(f"{prefix}{key}: checkpoint {a!r}, flags {b!r}")
     return out
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and check the command line; every inconsistency is a ``parser.error`` before any work.
+# --------------------------------------------------------------------------- #
+# Checks: every one before any work, each naming the flag or file and the fix
+# --------------------------------------------------------------------------- #
 
-    Adds ``args.model_config`` (the MIMOConfig to build), ``args.mode`` (``"fresh"``, ``"resume"`` or
-    ``"init"`` = weights only) and resolves the stage defaults.
-    """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    defaults = STAGE_DEFAULTS[args.stage]
 
-    # ---- numbers that must be positive
+def check_numbers(config: TrainConfig) -> None:
+    """Counts, rates and fractions in range."""
     for name, low in (("micro_batch_size", 1), ("train_iters", 1), ("num_samples", 1), ("save_interval", 0),
-                      ("eval_interval", 0), ("eval_samples", 0), ("keep_checkpoints", 1)):
-        if getattr(args, name) < low:
-            parser.error(f"--{name.replace('_', '-')} must be at least {low} (got {getattr(args, name)})")
+                      ("eval_interval", 0), ("eval_samples", 0), ("keep_checkpoints", 1), ("seed", 0),
+                      ("num_turns", 1), ("warmup_iters", 0)):
+        value = getattr(config, name)
+        if value is not None and value < low:
+            raise MimoInputError(f"--{name.replace('_', '-')} must be at least {low} (got {value})")
+    if config.threads is not None and config.threads < 1:
+        raise MimoInputError(f"--threads must be at least 1 (got {config.threads})")
+    if config.stop_after is not None and config.stop_after < 1:
+        raise MimoInputError("--stop-after must be a step number, at least 1")
+    if not 0.0 <= config.valid_fraction < 1.0:
+        raise MimoInputError(f"--valid-fraction must be in [0, 1) (got {config.valid_fraction})")
+    if not config.lr > 0:
+        raise MimoInputError(f"--lr must be positive (got {config.lr})")
+    if not 0 <= config.min_lr <= config.lr:
+        raise MimoInputError(f"--min-lr must be between 0 and --lr {config.lr} (got {config.min_lr})")
+    if config.warmup_iters > config.train_iters:
+        raise MimoInputError(f"--warmup-iters must be at most --train-iters {config.train_iters} (got {config.warmup_iters})")
+    if not config.weight_decay >= 0 or not config.grad_clip > 0:
+        raise MimoInputError("--weight-decay must be >= 0 and --grad-clip > 0")
+    if all(getattr(config, f"freeze_{c}") for c in STAGE_FREEZING[config.stage]):
+        raise MimoInputError("every component is frozen: nothing to train (unfreeze something with --no-freeze-...)")
 
-    # ---- the model config: from --load, or the preset / --config plus overrides
-    args.mode = "fresh"
-    if args.load is not None:
-        try:
-            args.load = resolve_checkpoint(args.load)
-            args.model_config = read_checkpoint_config(args.load)
-            if is_training_checkpoint(args.load):
-                loaded_stage = read_checkpoint_state(args.load).get("stage")
-                args.mode = "resume" if loaded_stage == args.stage else "init"
-            else:
-                args.mode = "init"
-        except CheckpointError as error:
-            parser.error(f"--load: {error}")
-        given = _model_flags_given(args)
-        if given:  # the same command line plus --load must work: the flags may restate the checkpoint's model
-            try:
-                wanted = build_config(args)
-            except (ValueError, TypeError) as error:
-                parser.error(f"invalid model configuration: {error}")
-            differences = _config_differences(args.model_config.to_dict(), wanted.to_dict())
-            if differences:
-                parser.error(
-                    f"the model flags ({', '.join(given)}) describe another model than the loaded checkpoint {args.load} "
-                    f"({'; '.join(differences)}); drop them to use the checkpoint's config"
-                )
-    else:
-        try:
-            args.model_config = build_config(args)
-        except (ValueError, TypeError) as error:
-            parser.error(f"invalid model configuration: {error}")
 
-    config = args.model_config
+def check_backbone_paths(config: TrainConfig, model_config: MIMOConfig, mode: str) -> None:
+    """``--hf-*-path`` only with an hf backbone, pointing at a folder; an hf backbone needs one (fresh runs)."""
     for backbone, flag, path in (
-        (config.vision.backbone_type, "--hf-vision-path", args.hf_vision_path),
-        (config.audio.backbone_type, "--hf-audio-path", args.hf_audio_path),
+        (model_config.vision.backbone_type, "--hf-vision-path", config.hf_vision_path),
+        (model_config.audio.backbone_type, "--hf-audio-path", config.hf_audio_path),
     ):
         if path is not None and not backbone.startswith("hf-"):
-            parser.error(f"{flag} is only used with an hf backbone (the model uses {backbone!r})")
+            raise MimoInputError(f"{flag} is only used with an hf backbone (the model uses {backbone!r})")
         if path is not None and not Path(path).is_dir():
-            parser.error(f"{flag} {path} is not a folder: point it at a local transformers checkpoint folder")
-    if args.load is None:
-        if config.vision.backbone_type == "hf-clip" and config.vision.pretrained_path is None:
-            parser.error("--vision-backbone-type hf-clip needs --hf-vision-path (a local CLIP checkpoint folder)")
-        if config.audio.backbone_type == "hf-whisper" and config.audio.pretrained_path is None:
-            parser.error("--audio-backbone-type hf-whisper needs --hf-audio-path (a local Whisper checkpoint folder)")
+            raise MimoInputError(f"{flag} {path} is not a folder: point it at a local transformers checkpoint folder")
+    if mode == "fresh":
+        if model_config.vision.backbone_type == "hf-clip" and model_config.vision.pretrained_path is None:
+            raise MimoInputError("--vision-backbone-type hf-clip needs --hf-vision-path (a local CLIP checkpoint folder)")
+        if model_config.audio.backbone_type == "hf-whisper" and model_config.audio.pretrained_path is None:
+            raise MimoInputError("--audio-backbone-type hf-whisper needs --hf-audio-path (a local Whisper checkpoint folder)")
 
-    # ---- tower checkpoints: "none", a file, or the shipped default
-    for modality, flag in (("vision", "vision_tower_checkpoint"), ("audio", "audio_tower_checkpoint")):
-        value, option = getattr(args, flag), "--" + flag.replace("_", "-")
-        if value is not None and value != "none" and args.load is None:  # with --load, the checkpoint has the towers
-            if getattr(config, modality).backbone_type.startswith("hf-"):
-                parser.error(f"{option} cannot be used with the {getattr(config, modality).backbone_type} backbone")
-            if not Path(value).is_file():
-                parser.error(f"{option} {value} not found; pass a file from mimo_lib.pretrain_towers or 'none'")
-            mismatch = tower_checkpoint_mismatch(Path(value), getattr(config, modality))
-            if mismatch:
-                parser.error(f"{option} {value}: {mismatch}")
 
-    # ---- data
-    if args.data_path != "synthetic":
-        for flag in ("question_types", "num_turns"):
-            if getattr(args, flag) is not None:
-                parser.error(f"--{flag.replace('_', '-')} only applies to --data-path synthetic (a folder has its own questions)")
-        try:
-            load_annotations(args.data_path)  # reads and checks the annotation file (media existence included)
-        except MimoInputError as error:
-            parser.error(f"--data-path: {error}")
-        args.question_types = None
-        args.num_turns, args.follow_up_types, args.false_claim_attributes = 1, None, None
-    else:
-        args.num_turns = defaults["num_turns"] if args.num_turns is None else args.num_turns
-        if args.num_turns < 1:
-            parser.error(f"--num-turns must be at least 1 (got {args.num_turns})")
-        follow_ups = _name_list(parser, "--follow-up-types", args.follow_up_types, ALL_QUESTION_TYPES, allow_empty=True)
-        args.follow_up_types = follow_ups if args.num_turns > 1 else None
-        args.false_claim_attributes = _name_list(
-            parser, "--false-claim-attributes", args.false_claim_attributes, CLAIM_ATTRIBUTES
-        )
-        args.question_types = (
-            list(defaults["question_types"]) if args.question_types is None
-            else _name_list(parser, "--question-types", args.question_types, ALL_QUESTION_TYPES)
-        )
-        try:
-            synthetic_config_for(config)
-        except ValueError as error:
-            parser.error(f"the synthetic data cannot be rendered for this model: {error}")
+def check_tower_checkpoints(config: TrainConfig, model_config: MIMOConfig, mode: str) -> None:
+    """Explicit tower files exist and were trained for this model's towers (``--load`` brings its own)."""
+    if mode != "fresh":
+        return
+    for modality in ("vision", "audio"):
+        value, option = getattr(config, f"{modality}_tower_checkpoint"), f"--{modality}-tower-checkpoint"
+        if value is None or value == "none":
+            continue
+        backbone = getattr(model_config, modality).backbone_type
+        if backbone.startswith("hf-"):
+            raise MimoInputError(f"{option} cannot be used with the {backbone} backbone")
+        if not Path(value).is_file():
+            raise MimoInputError(f"{option} {value} not found; pass a file from mimo_lib.pretrain_towers or 'none'")
+        differences = tower_config_differences(read_tower_config(value), getattr(model_config, modality))
+        if differences:
+            raise MimoInputError(f"{option} {value}: trained for another tower ({'; '.join(differences)})")
 
-    # ---- does a sample fit the language model once its placeholders are expanded?
-    text, needed = longest_sample(
-        args.data_path, config, args.num_samples, args.seed, args.question_types, args.num_turns, args.follow_up_types
-    )
-    if needed > config.language_model.max_sequence_length:
-        parser.error(
-            f"a training sample needs {needed} decoder positions ({text} text tokens + {config.num_video_tokens} "
-            f"per video + {config.num_audio_tokens} per audio clip) but the language model's max_sequence_length is "
-            f"{config.language_model.max_sequence_length}: use fewer --num-frames, a smaller --audio-seq-len, "
-            "or a preset with longer sequences"
-        )
 
-    # ---- stage defaults
-    for flag in FREEZE_FLAGS:
-        if getattr(args, flag) is None:
-            setattr(args, flag, defaults[flag])
-    if all(getattr(args, flag) for flag in FREEZE_FLAGS):
-        parser.error("every component is frozen: nothing to train (unfreeze something with --no-freeze-...)")
-    args.lr = defaults["lr"] if args.lr is None else args.lr
-    args.min_lr = args.lr / 10 if args.min_lr is None else args.min_lr
-    args.warmup_iters = round(0.05 * args.train_iters) if args.warmup_iters is None else args.warmup_iters
-    if not args.lr > 0:
-        parser.error(f"--lr must be positive (got {args.lr})")
-    if not 0 <= args.min_lr <= args.lr:
-        parser.error(f"--min-lr must be between 0 and --lr {args.lr} (got {args.min_lr})")
-    if not 0 <= args.warmup_iters <= args.train_iters:
-        parser.error(f"--warmup-iters must be between 0 and --train-iters {args.train_iters} (got {args.warmup_iters})")
-
-    # ---- device
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+def check_data(config: TrainConfig, model_config: MIMOConfig) -> None:
+    """A folder's annotations read and check (media existence included); synthetic lists name known types."""
+    if config.data_path != "synthetic":
+        for flag in ("question_types", "follow_up_types", "false_claim_attributes"):
+            if getattr(config, flag) is not None:
+                raise MimoInputError(f"--{flag.replace('_', '-')} only applies to --data-path synthetic (a folder has its own questions)")
+        if config.num_turns != 1:
+            raise MimoInputError("--num-turns only applies to --data-path synthetic (a folder has its own questions)")
+        load_annotations(config.data_path)
+        return
+    if config.valid_fraction:
+        raise MimoInputError("--valid-fraction only applies to a folder (synthetic runs evaluate on fresh held-out clips)")
+    for flag, names, allowed, allow_empty in (
+        ("--question-types", config.question_types, ALL_QUESTION_TYPES, False),
+        ("--follow-up-types", config.follow_up_types, ALL_QUESTION_TYPES, True),
+        ("--false-claim-attributes", config.false_claim_attributes, CLAIM_ATTRIBUTES, False),
+    ):
+        unknown = [t for t in names if t not in allowed]
+        if unknown or not (names or allow_empty):
+            raise MimoInputError(f"{flag}: unknown {unknown or 'empty list'}; choose from {', '.join(allowed)}")
     try:
-        torch.device(args.device)
-    except RuntimeError as error:
-        parser.error(f"--device {args.device!r}: {error}")
+        synthetic_config_for(model_config)
+    except ValueError as error:
+        raise MimoInputError(f"the synthetic data cannot be rendered for this model: {error}") from None
 
-    # ---- run folders
-    if args.stop_after is not None and args.stop_after < 1:
-        parser.error("--stop-after must be a step number, at least 1")
-    if args.save is not None:
-        holds_run = (args.save / "latest").is_file()
-        same_run = args.load is not None and args.save.resolve() in (args.load.resolve(), args.load.resolve().parent)
-        if holds_run and not (args.mode == "resume" and same_run):
-            parser.error(
-                f"--save {args.save} already holds a run; pass --load {args.save} (same --stage) to resume it, "
+
+def check_sequence_length(config: TrainConfig, model_config: MIMOConfig) -> None:
+    """Does the longest sample fit the language model once its placeholders are expanded?
+
+    The media alone are checked first, by arithmetic, so a huge ``--num-frames`` fails at once.
+    """
+    limit = model_config.language_model.max_sequence_length
+    media = model_config.num_video_tokens + model_config.num_audio_tokens
+    text, needed = (0, media) if media > limit else longest_sample(config, model_config)
+    if needed > limit:
+        raise MimoInputError(
+            f"a training sample needs {needed} decoder positions ({text} text tokens + {model_config.num_video_tokens} "
+            f"per video + {model_config.num_audio_tokens} per audio clip) but the language model's max_sequence_length "
+            f"is {limit}: use fewer --num-frames, a smaller --audio-seq-len, or a preset with longer sequences"
+        )
+
+
+def check_device(config: TrainConfig) -> str:
+    """The device to train on: ``auto`` picks CUDA when present; an absent one is refused up front."""
+    device = config.device
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as error:
+        raise MimoInputError(f"--device {device!r}: {error}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise MimoInputError(f"--device {device}: no CUDA GPU is available here; use --device cpu (or auto)")
+    if kind not in ("cpu", "cuda"):
+        raise MimoInputError(f"--device {device}: only cpu and cuda are supported")
+    return device
+
+
+def check_run_folders(config: TrainConfig, mode: str, load: Path | None) -> None:
+    """``--save`` must be a folder that holds no other run; a resumed run must not be past ``--train-iters``."""
+    if config.save is not None:
+        save = Path(config.save)
+        if save.exists() and not save.is_dir():
+            raise MimoInputError(f"--save {save} is a file, not a folder: give a folder for the run")
+        holds_run = (save / "latest").is_file()
+        same_run = load is not None and save.resolve() in (load.resolve(), load.resolve().parent)
+        if holds_run and not (mode == "resume" and same_run):
+            raise MimoInputError(
+                f"--save {save} already holds a run; pass --load {save} (same --stage) to resume it, "
                 "or save to a new folder"
             )
-    if args.mode == "resume":
-        step = int(read_checkpoint_state(args.load)["step"])
-        if step > args.train_iters:
-            parser.error(f"--load {args.load} is at step {step}, beyond --train-iters {args.train_iters}")
-    return args
+    if mode == "resume":
+        step = read_checkpoint_state(load)["step"]
+        if step > config.train_iters:
+            raise MimoInputError(f"--load {load} is at step {step}, beyond --train-iters {config.train_iters}")
 
 
-def _name_list(
-    parser: argparse.ArgumentParser, flag: str, text: str, allowed: tuple[str, ...], allow_empty: bool = False
-) -> list[str]:
-    """``"vision, audio"`` -> ``["vision", "audio"]``; a name not in ``allowed`` (or, unless allowed, no name) is a
-    ``parser.error`` that names the flag and the choices."""
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [t for t in names if t not in allowed]
-    if unknown or not (names or allow_empty):
-        parser.error(f"{flag}: unknown {unknown or 'empty list'}; choose from {', '.join(allowed)}")
-    return names
+def prepare_run(config: TrainConfig) -> Run:
+    """Resolve ``config`` and run every check; nothing is built or written yet."""
+    check_numbers_given(config)
+    run = resolve(config)
+    config = run.config
+    config.device = check_device(config)
+    check_numbers(config)
+    check_model_size(run.model_config, TRAIN_BYTES_PER_PARAMETER, "the model to train")  # before allocating
+    check_backbone_paths(config, run.model_config, run.mode)
+    check_tower_checkpoints(config, run.model_config, run.mode)
+    check_data(config, run.model_config)
+    check_sequence_length(config, run.model_config)
+    check_run_folders(config, run.mode, run.load)
+    return run
 
 
-def longest_sample(
-    data_path: str, config: MIMOConfig, num_samples: int, seed: int, question_types: list[str] | None,
-    num_turns: int = 1, follow_up_types: list[str] | None = None,
-) -> tuple[int, int]:
+def check_numbers_given(config: TrainConfig) -> None:
+    """Numbers that make resolving itself meaningless (a negative seed picks no clips) fail first."""
+    if config.seed is not None and config.seed < 0:
+        raise MimoInputError(f"--seed must be at least 0 (got {config.seed})")
+
+
+def longest_sample(config: TrainConfig, model_config: MIMOConfig) -> tuple[int, int]:
     """``(text tokens, decoder positions)`` of the longest sample: all of a folder's, or a few synthetic ones.
 
     Synthetic question types cycle, so the first few samples show every type's length (answers of one
     type differ by a token or two: ``combine_multimodal_inputs`` still reports a rare longer one by name).
     """
     tokenizer = Tokenizer.default()
-    if data_path == "synthetic":
-        from mimo_lib.data.synthetic import make_sample
-
-        synthetic = synthetic_config_for(config)
+    if config.data_path == "synthetic":
+        synthetic = synthetic_config_for(model_config)
+        types = config.question_types
+        count = min(config.num_samples, (4 if config.num_turns == 1 else 16) * len(types))
         conversations = [
-            make_sample(
-                [seed, i], question_types[i % len(question_types)], synthetic, num_turns,
-                follow_up_types=follow_up_types,
-            ).conversations
-            for i in range(min(num_samples, (4 if num_turns == 1 else 16) * len(question_types)))
+            make_sample([config.seed, i], types[i % len(types)], synthetic, config.num_turns,
+                        follow_up_types=config.follow_up_types).conversations
+            for i in range(count)
         ]
     else:
-        conversations = [a.conversations for a in load_annotations(data_path)]
+        conversations = [a.conversations for a in load_annotations(config.data_path)]
     text, positions = 0, 0
     for turns in conversations:
         ids, _ = encode_conversation(tokenizer, turns)
-        video, audio = ids.count(config.video_token_id), ids.count(config.audio_token_id)
-        needed = len(ids) - video - audio + video * config.num_video_tokens + audio * config.num_audio_tokens
+        video, audio = ids.count(model_config.video_token_id), ids.count(model_config.audio_token_id)
+        needed = len(ids) - video - audio + video * model_config.num_video_tokens + audio * model_config.num_audio_tokens
         if needed > positions:
             text, positions = len(ids) - video - audio, needed
     return text, positions
 
 
 # --------------------------------------------------------------------------- #
-# Data order and learning rate, both resumable
+# Data order, resumable
 # --------------------------------------------------------------------------- #
 
 
 class DataSampler:
     """Batches of dataset indices in a random order, epoch after epoch, that can be saved and resumed.
 
-    Each epoch is a fresh ``torch.randperm`` drawn from this sampler's own
-    generator; the state is that generator, the current epoch's order and the
-    position in it, so a resumed run draws exactly the batches it would have.
-    A batch may straddle two epochs.
+    Each epoch is a fresh ``torch.randperm`` drawn from this sampler's own generator; the state is that
+    generator, the current epoch's order and the position in it, so a resumed run draws exactly the batches
+    it would have. A batch may straddle two epochs.
     """
 
     def __init__(self, num_samples: int, seed: int) -> None:
@@ -588,26 +774,6 @@ class DataSampler:
         self.epoch = int(state["epoch"])
 
 
-@dataclass
-class WarmupCosineSchedule:
-    """Linear warmup to ``lr`` over ``warmup_iters`` steps, then a cosine down to ``min_lr`` at ``train_iters``."""
-
-    lr: float
-    min_lr: float
-    warmup_iters: int
-    train_iters: int
-
-    def __call__(self, step: int) -> float:
-        """Learning rate for optimizer step ``step`` (1-based: the first update is step 1)."""
-        if step <= self.warmup_iters:
-            return self.lr * step / self.warmup_iters
-        progress = (step - self.warmup_iters) / max(1, self.train_iters - self.warmup_iters)  # (0, 1]
-        return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))) * (self.lr - self.min_lr)
-
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 # --------------------------------------------------------------------------- #
 # Pieces of the loop
 # --------------------------------------------------------------------------- #
@@ -624,84 +790,77 @@ def deterministic_algorithms():
         torch.use_deterministic_algorithms(previous)
 
 
-def make_optimizer(model: MIMOModel, lr: float, weight_decay: float) -> tuple[torch.optim.AdamW, list[str]]:
-    """AdamW over the trainable parameters only: matrices decay, biases and norms do not (as nanoGPT)."""
-    decay, no_decay, names_decay, names_no_decay = [], [], [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.dim() >= 2 else no_decay).append(p)
-        (names_decay if p.dim() >= 2 else names_no_decay).append(name)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr), names_decay + names_no_decay
-
-
-def move_batch(batch: dict, device: str) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def training_loss(model: MIMOModel, batch: dict) -> tuple[torch.Tensor, int]:
+def training_loss(model: MIMOModel, batch) -> tuple[torch.Tensor, int]:
     """Mean answer-token loss of one batch, and the number of decoder positions it processed.
 
     The batch carries media (``video``, ``audio``) or, from a :class:`TowerFeatureCache`, tower outputs
     (``video_features``, ``audio_features``).
     """
     out = model(
-        batch["input_ids"], batch.get("video"), batch.get("audio"), batch["labels"], batch["attention_mask"],
-        sample_ids=batch["id"], video_features=batch.get("video_features"), audio_features=batch.get("audio_features"),
+        batch.input_ids, batch.video, batch.audio, batch.labels, batch.attention_mask, sample_ids=batch.id,
+        video_features=batch.video_features, audio_features=batch.audio_features,
     )
     return out.loss, int(out.combined.attention_mask.sum())
 
 
-def _rewrite_metrics(path: Path, records: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
-
-
-def tower_checkpoint_mismatch(path: Path, tower_config) -> str | None:
-    """Why the tower checkpoint at ``path`` does not fit ``tower_config`` (None if it does)."""
-    from mimo_lib.pretrain_towers import read_metadata
-
-    try:
-        saved = json.loads(read_metadata(path)["tower_config"])
-    except Exception as error:  # not safetensors, or no tower config in its metadata
-        return f"not a tower checkpoint of mimo_lib.pretrain_towers ({type(error).__name__}: {error})"
-    current = asdict(tower_config)
-    differ = [f"{k}: checkpoint {saved.get(k)!r}, model {current.get(k)!r}"
-              for k in sorted(set(saved) | set(current)) if k != "pretrained_path" and saved.get(k) != current.get(k)]
-    return f"trained for another tower ({'; '.join(differ)})" if differ else None
-
-
-def build_model(args: argparse.Namespace) -> MIMOModel:
+def build_model(run: Run) -> MIMOModel:
     """Seed, build, then load tower checkpoints (fresh run) or the ``--load`` weights (init and resume)."""
-    from mimo_lib.pretrain_towers import shipped_checkpoint
-
-    torch.manual_seed(args.seed)  # the model is the first thing drawn after seeding: tests rebuild it this way
-    if args.load is not None:
-        return load_model(args.load).train()
-    config = args.model_config
-    model = MIMOModel(config)
+    config = run.config
+    torch.manual_seed(config.seed)  # the model is the first thing drawn after seeding: tests rebuild it this way
+    if run.load is not None:
+        return load_model(run.load).train()
+    model = MIMOModel(run.model_config)
     for modality in ("vision", "audio"):
-        value = getattr(args, f"{modality}_tower_checkpoint")
-        if value == "none" or getattr(config, modality).backbone_type.startswith("hf-"):
+        value = getattr(config, f"{modality}_tower_checkpoint")
+        if value == "none" or getattr(run.model_config, modality).backbone_type.startswith("hf-"):
             continue  # random tower asked for, or the weights came with the transformers checkpoint
-        path = Path(value) if value is not None else shipped_checkpoint(modality, args.preset or DEFAULT_PRESET)
+        path = Path(value) if value is not None else shipped_checkpoint(modality, config.preset)
         if value is None and not path.is_file():
-            print(f"note: no pretrained {modality} tower at {path}; the {modality} tower starts random "
-                  "(python -m mimo_lib.pretrain_towers makes one)")
+            print(f"note: no pretrained {modality} tower for preset {config.preset}; the {modality} tower starts "
+                  "random (python -m mimo_lib.pretrain_towers makes one)")
             continue
-        mismatch = tower_checkpoint_mismatch(path, getattr(config, modality))
-        if mismatch:  # only the shipped default gets here (an explicit path was checked by parse_args)
-            print(f"warning: the shipped {modality} tower {path} does not fit this model, so the {modality} "
-                  f"tower starts random: {mismatch}")
+        differences = tower_config_differences(read_tower_config(path), getattr(run.model_config, modality))
+        if differences:  # only the shipped default gets here (an explicit path was checked by check_tower_checkpoints)
+            print(f"warning: the shipped {modality} tower {path.name} does not fit this model, so the {modality} "
+                  f"tower starts random ({'; '.join(differences)})")
             continue
         model.load_towers(**{f"{modality}_path": path})
-        print(f"loaded the {modality} tower from {path}")
+        print(f"loaded the {modality} tower from {path.name}")
     return model.train()
 
 
-# --------------------------------------------------------------------------- #
-# Training
-# --------------------------------------------------------------------------- #
+@dataclass
+class TrainingData:
+    train_set: torch.utils.data.Dataset
+    eval_set: torch.utils.data.Dataset | None
+
+
+def build_data(run: Run, tokenizer: Tokenizer) -> TrainingData:
+    """The training set and the held-out set (fresh synthetic clips, or a folder's validation split)."""
+    config, model_config = run.config, run.model_config
+    train_set = build_dataset(
+        config.data_path, model_config, tokenizer, config.num_samples, config.seed, config.question_types,
+        config.num_turns, config.follow_up_types, config.false_claim_attributes,
+        allow_missing_audio=config.allow_missing_audio,
+    )
+    eval_set = None
+    if config.data_path == "synthetic":
+        if config.eval_samples > 0:
+            held_out = build_dataset(
+                config.data_path, model_config, tokenizer, config.eval_samples, config.seed + HELD_OUT_SEED_OFFSET,
+                config.question_types,
+            )
+            eval_set = evaluation_subset(held_out, config.eval_samples)
+        return TrainingData(train_set, eval_set)
+    if config.valid_fraction > 0:
+        train_set, valid_set = split_dataset(train_set, config.valid_fraction, config.seed)
+        eval_set = evaluation_subset(valid_set, config.eval_samples) if config.eval_samples > 0 else None
+    elif config.eval_samples > 0:
+        print("warning: no --valid-fraction, so evaluation during training scores training samples; "
+              "hold some out with --valid-fraction 0.1")
+        eval_set = evaluation_subset(train_set, config.eval_samples)
+    train_set.check_media()  # decode every clip once: a broken clip fails now, not at step 700
+    return TrainingData(train_set, eval_set)
 
 
 @dataclass
@@ -712,48 +871,57 @@ class TrainResult:
     final: Path | None  # the model folder written at the end
 
 
-def train(args: argparse.Namespace) -> TrainResult:
-    """Run training as ``args`` (from :func:`parse_args`) says. Raises :class:`NonFiniteLossError` on nan/inf."""
-    if args.device.startswith("cuda"):
+def train_step(
+    model: MIMOModel, batch, optimizer: torch.optim.Optimizer, lr: float, grad_clip: float, step: int,
+    last_checkpoint: Path | None,
+) -> dict[str, Any]:
+    """One optimizer step: forward, check the loss, backward, clip, update. Returns its numbers."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss, tokens = training_loss(model, batch)
+    if not torch.isfinite(loss):
+        raise _non_finite(step, f"non-finite loss {loss.item()}", last_checkpoint)
+    loss.backward()
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    if not torch.isfinite(grad_norm):
+        raise _non_finite(step, f"non-finite gradient norm {grad_norm.item()}", last_checkpoint)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"step": step, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(), "tokens": tokens}
+
+
+def run_training(run: Run) -> TrainResult:
+    """Train as the checked ``run`` says (see :func:`prepare_run`). Raises :class:`NonFiniteLossError` on nan/inf."""
+    config, model_config = run.config, run.model_config
+    if config.device.startswith("cuda"):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (read at CUDA init)
         torch.backends.cudnn.benchmark = False
     tokenizer = Tokenizer.default()
-    config = args.model_config
-    if config.language_model.vocab_size != tokenizer.vocab_size:
-        raise ValueError(
-            f"the model's vocab_size {config.language_model.vocab_size} differs from the tokenizer's "
+    if model_config.language_model.vocab_size != tokenizer.vocab_size:
+        raise ConfigError(
+            f"the model's vocab_size {model_config.language_model.vocab_size} differs from the tokenizer's "
             f"{tokenizer.vocab_size}; build the config from a preset"
         )
 
-    # ---- data
-    train_set = build_dataset(
-        args.data_path, config, tokenizer, args.num_samples, args.seed, args.question_types, args.num_turns,
-        args.follow_up_types, args.false_claim_attributes,
-    )
-    eval_set = None
-    if args.eval_samples > 0:
-        held_out = build_dataset(
-            args.data_path, config, tokenizer, args.eval_samples, args.seed + HELD_OUT_SEED_OFFSET, args.question_types
-        )
-        eval_set = evaluation_subset(held_out, args.eval_samples)  # a folder has no split: its first samples
-    if args.data_path != "synthetic":
-        train_set.check_media()  # open every file once: a broken clip fails now, not at step 700
-
-    # ---- model, optimizer, schedule, sampler
-    model = build_model(args).to(args.device)
-    model.set_trainable(**{component: not getattr(args, flag) for flag, component in FREEZE_FLAGS.items()})
-    optimizer, parameter_names = make_optimizer(model, args.lr, args.weight_decay)
+    # ---- 1. data, model, optimizer, schedule, data order
+    data = build_data(run, tokenizer)
+    model = build_model(run).to(config.device)
+    model.set_trainable(**{c: not getattr(config, f"freeze_{c}") for c in STAGE_FREEZING[config.stage]})
+    optimizer, parameter_names = make_optimizer(model.named_parameters(), config.lr, config.weight_decay)
     started = time.perf_counter()  # elapsed_s counts from here: encoding the clips below is part of the run
     cache = None
-    if args.cache_tower_features and args.freeze_vision_tower and args.freeze_audio_tower:
-        cache = TowerFeatureCache(model, train_set, tokenizer.pad_id, device=args.device)
+    if config.cache_tower_features and config.freeze_vision_tower and config.freeze_audio_tower:
+        cache = TowerFeatureCache(model, data.train_set, tokenizer.pad_id, device=config.device)
         cache.fill()
-    schedule = WarmupCosineSchedule(args.lr, args.min_lr, args.warmup_iters, args.train_iters)
-    sampler = DataSampler(len(train_set), args.seed)
+    schedule = WarmupCosineSchedule(config.lr, config.min_lr, config.warmup_iters, config.train_iters)
+    sampler = DataSampler(len(data.train_set), config.seed)
+
+    # ---- 2. resume: optimizer, data order, generators, metrics and schedule continue
     metrics: list[dict[str, Any]] = []
     start_step = 0
-    if args.mode == "resume":
-        checkpoint = load_checkpoint(args.load)
+    if run.mode == "resume":
+        checkpoint = load_checkpoint(run.load)
         if checkpoint.parameter_names != parameter_names:
             raise CheckpointError(
                 f"{checkpoint.path} trained other parameters than this run would (did the --freeze-* flags "
@@ -762,98 +930,100 @@ def train(args: argparse.Namespace) -> TrainResult:
         optimizer.load_state_dict(checkpoint.optimizer_state)
         sampler.load_state_dict(checkpoint.sampler_state)
         restore_rng_state(checkpoint.rng_state)
-        metrics = checkpoint.metrics
-        start_step = checkpoint.step
-        _warn_changed_flags(checkpoint.args or {}, args)
-        print(f"resuming {args.stage} from {checkpoint.path} at step {start_step}")
-    elif args.mode == "init":
-        print(f"{args.stage}: starting from the weights of {args.load} (fresh optimizer, step 0)")
+        metrics, start_step = checkpoint.metrics, checkpoint.step
+        schedule = _resumed_schedule(schedule, checkpoint.scheduler_state, start_step)
+        _warn_changed_settings(read_train_config(run.load) or {}, config)
+        print(f"resuming {config.stage} from {checkpoint.path} at step {start_step}")
+    elif run.mode == "init":
+        print(f"{config.stage}: starting from the weights of {run.load} (fresh optimizer, step 0)")
 
     summary = model.trainable_summary()
-    trainable = sum(t for t, _ in summary.values())
-    print(f"{args.stage}: training {trainable:,} of {model.num_parameters():,} parameters "
-          f"({', '.join(name for name, (t, _) in summary.items() if t)}) on {len(train_set)} samples, "
-          f"{args.train_iters} steps of {args.micro_batch_size}, device {args.device}")
+    print(f"{config.stage}: training {sum(t for t, _ in summary.values()):,} of {model.num_parameters():,} parameters "
+          f"({', '.join(name for name, (t, _) in summary.items() if t)}) on {len(data.train_set)} samples, "
+          f"{config.train_iters} steps of {config.micro_batch_size}, device {config.device}")
 
+    # ---- 3. where metrics and checkpoints go
     metrics_path = None
-    if args.save is not None:
-        args.save.mkdir(parents=True, exist_ok=True)
-        metrics_path = args.save / "metrics.jsonl"
-        _rewrite_metrics(metrics_path, metrics)  # drop lines a killed run logged after its last checkpoint
+    if config.save is not None:
+        Path(config.save).mkdir(parents=True, exist_ok=True)
+        metrics_path = Path(config.save) / "metrics.jsonl"
+        atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in metrics))  # drop a killed run's extra lines
     else:
         print("note: no --save given: nothing will be written")
 
     def save(step: int) -> Path:
         return save_checkpoint(
-            args.save, model, step, stage=args.stage, optimizer=optimizer, parameter_names=parameter_names,
+            config.save, model, step, stage=config.stage, optimizer=optimizer, parameter_names=parameter_names,
             scheduler_state=schedule.state_dict(), sampler_state=sampler.state_dict(), metrics=metrics,
-            args=_jsonable_args(args), extra={"initialized_from": None if args.load is None else str(args.load)},
-            tokenizer=tokenizer, rng_state=capture_rng_state(), keep=args.keep_checkpoints,
+            extra={"initialized_from": None if run.load is None else str(run.load)}, tokenizer=tokenizer,
+            rng_state=capture_rng_state(), keep=config.keep_checkpoints, train_config=config.to_dict(),
         )
 
-    last_checkpoint: Path | None = args.load if args.mode == "resume" else None
+    # ---- 4. the loop: a step, sometimes an evaluation and a checkpoint
+    last_checkpoint: Path | None = run.load if run.mode == "resume" else None
     saved_step: int | None = None  # the last step saved into --save by this process
     elapsed_before = metrics[-1]["elapsed_s"] if metrics else 0.0
-    trainable_params = [p for p in model.parameters() if p.requires_grad]
-    bar = tqdm(total=args.train_iters, initial=start_step, desc=args.stage, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=config.train_iters, initial=start_step, desc=config.stage, unit="step", dynamic_ncols=True)
     try:
         with deterministic_algorithms():
-            for step in range(start_step + 1, args.train_iters + 1):
+            for step in range(start_step + 1, config.train_iters + 1):
                 t0 = time.perf_counter()
-                lr = schedule(step)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                indices = sampler.next_indices(args.micro_batch_size)
+                indices = sampler.next_indices(config.micro_batch_size)
                 if cache is not None:  # frozen towers: their outputs, computed once per clip
-                    batch = move_batch(cache.batch(indices), args.device)
+                    batch = cache.batch(indices).to(config.device)
                 else:
-                    batch = move_batch(collate_av_batch([train_set[i] for i in indices], tokenizer.pad_id), args.device)
-
-                try:
-                    loss, tokens = training_loss(model, batch)
-                except FloatingPointError as error:  # MIMOModel refuses a non-finite loss itself
-                    raise _non_finite(step, str(error).split(":")[0], last_checkpoint) from None
-                if not torch.isfinite(loss):
-                    raise _non_finite(step, f"non-finite loss {loss.item()}", last_checkpoint)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(trainable_params, GRAD_CLIP)
-                if not torch.isfinite(grad_norm):
-                    raise _non_finite(step, f"non-finite gradient norm {grad_norm.item()}", last_checkpoint)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-
-                seconds = time.perf_counter() - t0
-                record = {
-                    "step": step, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(), "tokens": tokens,
-                    "tokens_per_s": tokens / max(seconds, 1e-9),
-                    "elapsed_s": elapsed_before + time.perf_counter() - started,
-                }
+                    batch = collate_av_batch([data.train_set[i] for i in indices], tokenizer.pad_id).to(config.device)
+                record = train_step(model, batch, optimizer, schedule(step), config.grad_clip, step, last_checkpoint)
+                record["tokens_per_s"] = record["tokens"] / max(time.perf_counter() - t0, 1e-9)
+                record["elapsed_s"] = elapsed_before + time.perf_counter() - started
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                last = step == args.train_iters
-                if eval_set is not None and ((args.eval_interval and step % args.eval_interval == 0) or last):
-                    record["eval"] = evaluate_accuracy(model, eval_set, tokenizer, EVAL_BATCH_SIZE)
+
+                last = step == config.train_iters
+                if data.eval_set is not None and (_due(step, config.eval_interval) or last):
+                    record["eval"] = evaluate_accuracy(model, data.eval_set, tokenizer, EVAL_BATCH_SIZE)
                     bar.write(f"step {step}: exact match " + ", ".join(f"{k} {v:.2f}" for k, v in record["eval"].items()))
                 metrics.append(record)
                 if metrics_path is not None:
                     with open(metrics_path, "a", encoding="utf-8") as f:
                         f.write(json.dumps(record) + "\n")
-                if args.save is not None and ((args.save_interval and step % args.save_interval == 0) or last):
+                if config.save is not None and (_due(step, config.save_interval) or last):
                     last_checkpoint, saved_step = save(step), step
-                if args.stop_after == step:
+                if config.stop_after == step:
                     bar.close()
                     print(f"--stop-after {step}: killing this process (SIGKILL), as asked", flush=True)
                     os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
     finally:
         bar.close()
 
+    # ---- 5. the model folder for generate and evaluate
     final = None
-    if args.save is not None:
-        if saved_step != args.train_iters:  # no step ran here (a finished run was loaded): save it in --save too
-            last_checkpoint = save(args.train_iters)
-        final = save_model_only(model, args.save / "final", tokenizer)
+    if config.save is not None:
+        if saved_step != config.train_iters:  # no step ran here (a finished run was loaded): save it in --save too
+            last_checkpoint = save(config.train_iters)
+        final = save_model_only(model, Path(config.save) / "final", tokenizer, train_config=config.to_dict())
         print(f"saved {last_checkpoint} and the model for generate/evaluate in {final}")
     return TrainResult(model.eval(), metrics, last_checkpoint, final)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Check ``config`` (every check before any work), then train. The same as ``python -m mimo_lib.train``."""
+    return run_training(prepare_run(config))
+
+
+def _due(step: int, interval: int) -> bool:
+    return bool(interval) and step % interval == 0
+
+
+def _resumed_schedule(schedule: WarmupCosineSchedule, saved: dict[str, Any] | None, step: int) -> WarmupCosineSchedule:
+    """The saved schedule for the steps taken, extended (not re-warmed) if ``--train-iters`` was raised."""
+    if not saved:
+        return schedule
+    previous = WarmupCosineSchedule.from_state_dict(saved)
+    same_shape = (previous.lr, previous.min_lr, previous.warmup_iters) == (schedule.lr, schedule.min_lr, schedule.warmup_iters)
+    if not same_shape:  # the learning rates were changed on purpose: use them (reported as not an exact resume)
+        return schedule
+    return previous.extended_to(schedule.train_iters, step)
 
 
 def _non_finite(step: int, what: str, last_checkpoint: Path | None) -> NonFiniteLossError:
@@ -867,34 +1037,30 @@ def _non_finite(step: int, what: str, last_checkpoint: Path | None) -> NonFinite
     )
 
 
-def _jsonable_args(args: argparse.Namespace) -> dict[str, Any]:
-    out = {}
-    for key, value in vars(args).items():
-        if key == "model_config":
-            continue
-        out[key] = str(value) if isinstance(value, Path) else value
-    return out
-
-
-def _warn_changed_flags(saved: dict[str, Any], args: argparse.Namespace) -> None:
-    now = _jsonable_args(args)
+def _warn_changed_settings(saved: dict[str, Any], config: TrainConfig) -> None:
+    now = config.to_dict()
     changed = [f"--{k.replace('_', '-')} {saved.get(k)!r} -> {now.get(k)!r}" for k in RESUME_SENSITIVE
                if k in saved and saved.get(k) != now.get(k)]
     if changed:
-        print("warning: resuming with changed flags, so this is not an exact resume: " + "; ".join(changed))
+        print("warning: resuming with changed settings, so this is not an exact resume: " + "; ".join(changed))
+    if "train_iters" in saved and saved["train_iters"] != now["train_iters"]:
+        print(f"note: --train-iters {saved['train_iters']} -> {now['train_iters']}: the learning-rate schedule "
+              "continues from where it stopped to --min-lr at the new end")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def _main(argv: list[str] | None) -> int:
+    config = parse_args(argv)
+    apply_thread_policy(config.threads)
     try:
-        train(args)
+        train(config)
     except NonFiniteLossError as error:
         print(f"mimo-train: error: {error}", file=sys.stderr)
         return 1
-    except (MimoInputError, FileNotFoundError) as error:
-        print(f"mimo-train: error: {error}", file=sys.stderr)
-        return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("mimo-train", _main, argv)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,13 @@ import pytest
 import torch
 
 from mimo_lib import evaluate, generate, train
-from mimo_lib.checkpoint import load_checkpoint, load_model, save_model_only
+from mimo_lib.checkpoint import load_checkpoint, load_model, read_train_config, save_model_only
 from mimo_lib.config import MIMOConfig, get_preset
 from mimo_lib.data.dataset import SyntheticAVDataset, collate_av_batch
 from mimo_lib.data.synthetic import QUESTION_TYPES
 from mimo_lib.model import MIMOModel
+from mimo_lib.optim import WarmupCosineSchedule
+from mimo_lib.recipes import get_recipe
 from mimo_lib.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +38,7 @@ SEED_FLAGS = (
     "--vision-tower-checkpoint", "--audio-tower-checkpoint", "--micro-batch-size", "--train-iters", "--lr",
     "--min-lr", "--warmup-iters", "--weight-decay", "--seed", "--device", "--save", "--load", "--save-interval",
     "--eval-interval", "--eval-samples", "--num-samples", "--question-types", "--hf-vision-path", "--hf-audio-path",
+    "--valid-fraction", "--allow-missing-audio", "--vision-temporal-compression", "--clip-duration",
 )
 
 
@@ -64,6 +67,14 @@ def tiny_args(tiny_json: Path, *extra: str) -> list[str]:
         "--config", str(tiny_json), "--vision-tower-checkpoint", "none", "--audio-tower-checkpoint", "none",
         "--micro-batch-size", "2", "--num-samples", "16", "--eval-samples", "0", "--device", "cpu", *extra,
     ]
+
+
+def exit_code(argv: list[str]) -> int:
+    """``mimo-train ARGV``'s exit status: argparse exits for a malformed flag, ``main`` returns for the rest."""
+    try:
+        return train.main(argv)
+    except SystemExit as exit_info:
+        return exit_info.code
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -107,19 +118,64 @@ def test_help_documents_every_flag(capsys):
         (["--vision-backbone-type", "hf-clip"], "needs --hf-vision-path"),
         (["--vision-tower-checkpoint", "/no/tower.safetensors"], "not found"),
         (["--num-frames", "256"], "max_sequence_length is 512"),  # 256 frames x 16 cells / 8 merged = 512 video tokens
+        (["--num-frames", "10000"], "max_sequence_length is 512"),  # by arithmetic, before any sample is rendered
+        (["--num-frames", "4"], "--vision-temporal-compression"),  # the toy projector merges 8 frames
         (["--num-turns", "0"], "--num-turns must be at least 1"),
         (["--follow-up-types", "vision,taste"], "--follow-up-types: unknown ['taste']"),
         (["--data-path", "data_samples", "--num-turns", "2"], "--num-turns only applies to --data-path synthetic"),
         (["--false-claim-attributes", "shape,smell"], "--false-claim-attributes: unknown ['smell']"),
+        (["--seed", "-1"], "--seed must be at least 0"),
+        (["--num-layers", "100000"], "more than this machine's"),
+        (["--device", "cuda"], "no CUDA GPU is available"),
+        (["--valid-fraction", "0.2"], "--valid-fraction only applies to a folder"),
+        (["--valid-fraction", "1.5", "--data-path", "data_samples"], "--valid-fraction must be in [0, 1)"),
     ],
 )
 def test_bad_command_lines_fail_before_any_work(argv, message, capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "train", lambda args: pytest.fail("training started"))
-    with pytest.raises(SystemExit) as exit_info:
-        train.main([*argv, "--save", str(tmp_path / "run")])
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    if "cuda" in argv and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(train, "run_training", lambda run: pytest.fail("training started"))
+    started = time.perf_counter()
+    assert exit_code([*argv, "--save", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
+    assert len(error.strip().splitlines()) <= 2 or error.count("error:") == 1  # argparse adds a usage line
     assert not (tmp_path / "run").exists()
+    assert time.perf_counter() - started < 30, "a bad flag must fail at once, not after rendering data"
+
+
+def test_a_save_path_that_is_a_file_or_a_bad_config_file_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train, "run_training", lambda run: pytest.fail("training started"))
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    assert exit_code(["--save", str(a_file)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert a_file.read_text() == "mine"  # the user's file is left alone
+    bad = tmp_path / "config.json"
+    bad.write_text("[]")
+    assert exit_code(["--config", str(bad)]) == 2
+    assert "not a MIMOConfig JSON" in capsys.readouterr().err
+
+
+def test_defaults_come_from_the_presets_recipe(tiny_json):
+    recipe = get_recipe("toy").instruct
+    run = train.resolve(train.parse_args(["--stage", "instruct"]))
+    config = run.config
+    assert config.recipe_version == get_recipe("toy").version
+    assert (config.train_iters, config.micro_batch_size, config.lr, config.min_lr, config.weight_decay) == (
+        recipe.train_iters, recipe.micro_batch_size, recipe.lr, recipe.min_lr, recipe.weight_decay)
+    assert (config.num_samples, config.num_turns, config.question_types) == (
+        recipe.num_samples, recipe.num_turns, recipe.question_types)
+    assert config.warmup_iters == round(recipe.warmup_fraction * recipe.train_iters)
+    assert run.model_config == get_preset("toy")
+    align = train.resolve(train.parse_args(["--stage", "align"])).config
+    assert align.question_types == ("caption",) and align.train_iters == get_recipe("toy").align.train_iters
+    assert (align.freeze_language_model, align.freeze_projectors) == (True, False)
+    tiny = train.resolve(train.parse_args(["--preset", "tiny", "--stage", "instruct"])).config
+    assert tiny.train_iters == get_recipe("tiny").instruct.train_iters
+    given = train.resolve(train.parse_args(["--stage", "instruct", "--lr", "2e-3", "--train-iters", "100"])).config
+    assert (given.lr, given.min_lr, given.warmup_iters) == (2e-3, 2e-4, 5)  # min_lr follows a given lr: lr/10
 
 
 # --------------------------------------------------------------------------- data order and schedule
@@ -138,10 +194,19 @@ def test_the_data_sampler_resumes_mid_epoch():
 
 
 def test_warmup_then_cosine_to_min_lr():
-    schedule = train.WarmupCosineSchedule(lr=1.0, min_lr=0.1, warmup_iters=4, train_iters=14)
+    schedule = WarmupCosineSchedule(lr=1.0, min_lr=0.1, warmup_iters=4, train_iters=14)
     assert [schedule(s) for s in (1, 2, 4)] == [0.25, 0.5, 1.0]
     assert schedule(9) == pytest.approx(0.55) and schedule(14) == pytest.approx(0.1)
     assert all(schedule(s) >= schedule(s + 1) for s in range(4, 14))
+
+
+def test_raising_train_iters_continues_the_cosine_instead_of_rewarming():
+    schedule = WarmupCosineSchedule(lr=1.0, min_lr=0.1, warmup_iters=4, train_iters=14)
+    longer = schedule.extended_to(24, done_steps=9)
+    assert [longer(s) for s in range(1, 10)] == [schedule(s) for s in range(1, 10)]  # the steps taken keep theirs
+    assert longer(10) < longer(9) and longer(24) == pytest.approx(0.1)  # no jump up, same floor at the new end
+    assert all(longer(s) >= longer(s + 1) for s in range(9, 24))
+    assert WarmupCosineSchedule.from_state_dict(longer.state_dict()) == longer
 
 
 # --------------------------------------------------------------------------- training runs
@@ -237,6 +302,19 @@ def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(t
     assert not (run / "final").exists()
 
 
+def test_a_resumed_run_keeps_its_data_and_an_extended_one_continues_its_schedule(tiny_json, tmp_path):
+    run = tmp_path / "run"
+    first = tiny_args(tiny_json, "--data-path", str(DATA_SAMPLES), "--valid-fraction", "0.2", "--stage", "instruct",
+                      "--train-iters", "3", "--warmup-iters", "1", "--eval-samples", "2", "--save", str(run))
+    assert train.main(first) == 0
+    resumed = train.resolve(train.parse_args(["--stage", "instruct", "--load", str(run), "--train-iters", "5"])).config
+    assert (resumed.data_path, resumed.valid_fraction, resumed.warmup_iters) == (str(DATA_SAMPLES), 0.2, 1)
+    assert train.main(["--stage", "instruct", "--load", str(run), "--save", str(run), "--train-iters", "5"]) == 0
+    lrs = [m["lr"] for m in read_metrics(run)]
+    assert len(lrs) == 5 and all(a >= b for a, b in zip(lrs[1:], lrs[2:])), lrs  # no second warm-up
+    assert lrs[-1] == pytest.approx(resumed.min_lr)
+
+
 def test_align_trains_only_the_projectors_and_instruct_starts_from_it(tiny_json, tmp_path):
     align, instruct = tmp_path / "align", tmp_path / "instruct"
     assert train.main(tiny_args(tiny_json, "--stage", "align", "--seed", "1", "--train-iters", "2",
@@ -246,7 +324,7 @@ def test_align_trains_only_the_projectors_and_instruct_starts_from_it(tiny_json,
     aligned = weights(align / "final")
     changed = {k for k in initial if not torch.equal(initial[k], aligned[k])}
     assert changed and all(k.startswith(("vision_projector.", "audio_projector.")) for k in changed), changed
-    assert load_checkpoint(align).args["question_types"] == ["caption"]
+    assert read_train_config(align)["question_types"] == ["caption"]
 
     assert train.main(tiny_args(tiny_json, "--stage", "instruct", "--seed", "2", "--train-iters", "2",
                                 "--load", str(align), "--save", str(instruct))) == 0
@@ -338,17 +416,17 @@ def test_generate_answers_about_a_clip(tiny_model_folder, capsys):
 # --------------------------------------------------------------------------- multi-turn data and the feature cache
 
 def test_instruct_defaults_to_four_turn_conversations_with_follow_ups(tiny_json):
-    args = train.parse_args(tiny_args(tiny_json, "--stage", "instruct"))
-    assert args.num_turns == train.INSTRUCT_NUM_TURNS == 4
-    assert args.follow_up_types == list(train.FOLLOW_UP_TYPES)
-    assert "both" not in args.follow_up_types and "time" not in args.follow_up_types  # would be given away
-    align = train.parse_args(tiny_args(tiny_json, "--stage", "align"))
-    assert align.num_turns == 1 and align.follow_up_types is None
+    config = train.resolve(train.parse_args(tiny_args(tiny_json, "--stage", "instruct"))).config
+    assert config.num_turns == get_recipe("toy").instruct.num_turns == 4
+    assert config.follow_up_types == train.FOLLOW_UP_TYPES
+    assert "both" not in config.follow_up_types and "time" not in config.follow_up_types  # would be given away
+    align = train.resolve(train.parse_args(tiny_args(tiny_json, "--stage", "align"))).config
+    assert align.num_turns == 1
 
 
 def test_check_questions_are_a_training_type_and_evaluation_scores_them(tiny_json):
-    args = train.parse_args(tiny_args(tiny_json, "--stage", "instruct", "--question-types", "both,check,check"))
-    assert args.question_types == ["both", "check", "check"]  # repeats weight a type
+    config = train.resolve(train.parse_args(tiny_args(tiny_json, "--stage", "instruct", "--question-types", "both,check,check"))).config
+    assert config.question_types == ("both", "check", "check")  # repeats weight a type
     results = [{"question_type": t, "correct": ok} for t, ok in [("check", True), ("both", False), ("check", False)]]
     assert list(evaluate.accuracy_by_type(results).items()) == [("both", 0.0), ("check", 0.5), ("all", 1 / 3)]
 
