@@ -16,12 +16,11 @@ import torch
 from mimo_lib.data import media
 from mimo_lib.data.media import (
     DEFAULT_SAMPLE_RATE,
-    MediaClip,
     MediaInfo,
     probe,
     read_audio,
-    read_clip,
     read_video_frames,
+    resize_and_center_crop,
     write_audio,
     write_video,
 )
@@ -134,6 +133,45 @@ def test_image_size_resizes(av_clip):
     assert torch.allclose(background, torch.tensor(BACKGROUND, dtype=torch.float32), atol=6.0)
 
 
+def test_frames_are_resized_and_centre_cropped_not_squashed():
+    # an 80x60 (W x H) frame: left third red, middle third green, right third blue
+    frame = torch.zeros(3, 60, 80, dtype=torch.uint8)
+    frame[0, :, :27], frame[1, :, 27:54], frame[2, :, 54:] = 255, 255, 255
+    out = resize_and_center_crop(frame, [30, 30])  # shorter side 60 -> 30, width 80 -> 40, centre 30 kept
+    assert out.shape == (3, 30, 30)
+    # squashing would keep a third of each colour; the crop loses 5 of the 40 columns on each side
+    red_columns = (out[0, 15] > 128) & (out[1, 15] < 128)
+    assert int(red_columns.sum()) == pytest.approx(40 / 3 - 5, abs=1)
+    assert torch.equal(resize_and_center_crop(frame, [60, 80]), frame)  # the exact size: untouched
+
+
+def write_rotated(path: Path, frames: torch.Tensor, degrees: int) -> Path:
+    """An mp4 whose display matrix says 'rotate by degrees', as a phone writes a portrait video."""
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[-1], frames.shape[-2], "yuv420p"
+        if not hasattr(stream, "set_display_rotation"):
+            pytest.skip("this PyAV cannot write rotation metadata")
+        stream.set_display_rotation(degrees)
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame.permute(1, 2, 0).numpy(), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def test_rotation_metadata_of_a_phone_video_is_honoured(tmp_path):
+    stored = torch.zeros(2, 3, 96, 160, dtype=torch.uint8)  # stored landscape, 160 wide
+    stored[:, :, :48, :80] = 255  # a white top-left quarter
+    path = write_rotated(tmp_path / "portrait.mp4", stored, 90)
+    video = read_video_frames(path, num_frames=2)
+    assert video.shape == (2, 3, 160, 96)  # what a player shows: portrait
+    expected = torch.rot90(stored[0], 1, dims=(1, 2))  # 90 degrees counter-clockwise, as the metadata says
+    assert (video[0].float() - expected.float()).abs().mean() < 8
+    assert read_video_frames(path, num_frames=2, image_size=32).shape == (2, 3, 32, 32)
+
+
 def test_header_frame_count_slightly_off_is_replanned(tmp_path, monkeypatch):
     # If the header overstates the frame count a little (33 instead of 32),
     # the indices must still be planned over the 32 frames actually decoded.
@@ -202,7 +240,7 @@ def test_read_audio_keeps_original_rate_when_asked(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# probe and read_clip
+# probe
 # ---------------------------------------------------------------------------
 
 
@@ -228,18 +266,6 @@ def test_probe_wav(tmp_path):
     assert info.duration_s == pytest.approx(0.75, abs=1e-3)
 
 
-def test_read_clip(av_clip, silent_clip):
-    path, _, audio = av_clip
-    clip = read_clip(path, num_frames=4, image_size=32)
-    assert isinstance(clip, MediaClip)
-    assert clip.video.shape == (4, 3, 32, 32)
-    assert clip.sample_rate == DEFAULT_SAMPLE_RATE and clip.source == path
-    assert abs(len(clip.audio) - len(audio)) <= 80
-
-    video_only = read_clip(silent_clip, num_frames=4, need_audio=False)
-    assert video_only.audio is None and video_only.video.shape == (4, 3, H, W)
-
-
 # ---------------------------------------------------------------------------
 # Bad inputs: every one is a MediaError naming the file
 # ---------------------------------------------------------------------------
@@ -247,7 +273,6 @@ def test_read_clip(av_clip, silent_clip):
 READERS = [
     pytest.param(lambda p: read_video_frames(p), id="read_video_frames"),
     pytest.param(lambda p: read_audio(p), id="read_audio"),
-    pytest.param(lambda p: read_clip(p), id="read_clip"),
 ]
 
 
@@ -300,8 +325,6 @@ def test_garbled_mp4(av_clip, tmp_path, reader):
 def test_video_without_audio_track(silent_clip):
     with pytest.raises(MediaError, match=r"silent\.mp4.*no audio track.*allow_missing_audio=True"):
         read_audio(silent_clip)
-    with pytest.raises(MediaError, match=r"silent\.mp4.*no audio track"):
-        read_clip(silent_clip)
 
 
 def test_allow_missing_audio_gives_silence_with_warning(silent_clip):
@@ -312,18 +335,11 @@ def test_allow_missing_audio_gives_silence_with_warning(silent_clip):
     assert abs(len(silence) - 12_000) <= 80
     assert silence.abs().max() == 0
 
-    with pytest.warns(UserWarning, match=r"silent\.mp4"):
-        clip = read_clip(silent_clip, num_frames=2, allow_missing_audio=True)
-    assert clip.video.shape == (2, 3, H, W)
-    assert abs(len(clip.audio) - 24_000) <= 160 and clip.audio.abs().max() == 0
-
 
 def test_frames_from_audio_only_file(tmp_path):
     path = write_audio(tmp_path / "speech.wav", tone(200, 0.5, 16_000), 16_000)
     with pytest.raises(MediaError, match=r"speech\.wav.*no video stream"):
         read_video_frames(path)
-    with pytest.raises(MediaError, match=r"speech\.wav.*no video stream"):
-        read_clip(path)
 
 
 def test_zero_length_audio(tmp_path):

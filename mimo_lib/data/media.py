@@ -8,7 +8,6 @@ between those tensors and the files on disk:
   over the whole clip, shape ``(T, 3, H, W)`` uint8.
 * ``read_audio(path)`` returns one mono waveform, shape ``(N,)`` float32 in
   [-1, 1] at the sample rate you ask for (16 kHz by default).
-* ``read_clip(path)`` does both for one mp4 and returns a ``MediaClip``.
 * ``write_video`` and ``write_audio`` go the other way, so the book can make
   its own sample clips and tests can build their inputs.
 
@@ -33,6 +32,14 @@ We first learn ``N`` from the container's header (or, if the header does not
 say, by *demuxing* -- reading the compressed packets without decoding them),
 then decode once and convert to an RGB array only the frames we keep. A
 ten-minute clip therefore costs eight frames of memory, not eighteen thousand.
+
+**Frames keep their proportions.** ``image_size=S`` resizes each frame so that
+its *shorter* side is ``S`` and then cuts the centre ``S x S`` square, as CLIP's
+own preprocessing does: a 160x120 clip loses a strip on the left and right, it
+is never squashed. A phone video's rotation metadata (the display matrix every
+player honours) is applied first, so a portrait clip stored as 160x96 with
+"rotate 90" is read as the 96x160 picture a player shows. Rotations that are
+not a multiple of 90 degrees are refused.
 
 **Loud failures.** Every bad input raises ``mimo_lib.errors.MediaError`` with a
 message naming the file, the problem and what to do: a missing file, a file
@@ -76,11 +83,9 @@ from mimo_lib.errors import MediaError
 
 __all__ = [
     "DEFAULT_SAMPLE_RATE",
-    "MediaClip",
     "MediaInfo",
     "probe",
     "read_audio",
-    "read_clip",
     "read_video_frames",
     "write_audio",
     "write_video",
@@ -139,16 +144,6 @@ class MediaInfo:
     fps: float  # 0.0 if no video
     audio_sample_rate: int  # 0 if no audio
     audio_channels: int  # 0 if no audio
-
-
-@dataclass
-class MediaClip:
-    """The video frames and the audio track of one file, ready for the model."""
-
-    video: torch.Tensor | None  # (T, 3, H, W) uint8
-    audio: torch.Tensor | None  # (N,) float32 mono at sample_rate, in [-1, 1]
-    sample_rate: int
-    source: Path
 
 
 # ---------------------------------------------------------------------------
@@ -306,6 +301,33 @@ def _check_image_size(image_size: int | tuple[int, int] | None) -> list[int] | N
     return size
 
 
+def _apply_rotation(image: torch.Tensor, degrees: float, path: Path) -> torch.Tensor:
+    """Turn a ``(3, H, W)`` frame the way its display matrix says (``degrees`` counter-clockwise, as PyAV reports)."""
+    degrees = round(degrees or 0) % 360
+    if degrees == 0:
+        return image
+    if degrees % 90:
+        raise MediaError(
+            f"{path}: its rotation metadata asks for {degrees} degrees; only multiples of 90 are supported. "
+            "Re-export the video upright (e.g. `ffmpeg -i in.mp4 out.mp4` applies the rotation)."
+        )
+    return torch.rot90(image, k=degrees // 90, dims=(1, 2)).contiguous()  # counter-clockwise, as np.rot90
+
+
+def resize_and_center_crop(image: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """``(3, H, W)`` -> ``(3, size[0], size[1])``: scale until the frame covers ``size``, then cut its centre.
+
+    CLIP's preprocessing (resize the shorter side, centre crop) for a square ``size``; proportions are
+    kept, never squashed.
+    """
+    height, width = image.shape[-2:]
+    scale = max(size[0] / height, size[1] / width)
+    covering = [max(size[0], round(height * scale)), max(size[1], round(width * scale))]
+    if covering != [height, width]:
+        image = TF.resize(image, covering, antialias=True)  # (3, >= S_h, >= S_w) uint8
+    return TF.center_crop(image, size)  # (3, S_h, S_w)
+
+
 def _decode_selected_frames(
     path: Path, wanted: set[int], size: list[int] | None
 ) -> tuple[dict[int, torch.Tensor], int]:
@@ -323,10 +345,11 @@ def _decode_selected_frames(
         try:
             for frame in container.decode(stream):
                 if decoded in wanted:
-                    rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
+                    rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8 as stored
                     image = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()  # (3, H, W) uint8
+                    image = _apply_rotation(image, getattr(frame, "rotation", 0), path)  # (3, H', W') as players show it
                     if size is not None:
-                        image = TF.resize(image, size, antialias=True)  # (3, S_h, S_w) uint8
+                        image = resize_and_center_crop(image, size)  # (3, S_h, S_w) uint8
                     kept[decoded] = image
                 decoded += 1
         except av.FFmpegError as err:
@@ -349,8 +372,10 @@ def read_video_frames(
         num_frames: how many frames to return. Frame indices are
             ``round(linspace(0, N - 1, num_frames))`` over the file's ``N``
             frames; a clip shorter than ``num_frames`` repeats frames.
-        image_size: if given, resize every frame (with antialiasing) to
-            ``(S, S)`` for an int ``S``, or to ``(H, W)`` for a pair.
+        image_size: if given, every frame is resized (with antialiasing)
+            until it covers ``(S, S)`` for an int ``S``, or ``(H, W)`` for a
+            pair, and its centre is cut out (CLIP's resize + centre crop:
+            proportions are kept). Rotation metadata is applied first.
 
     Returns:
         ``(num_frames, 3, H, W)`` uint8 tensor, RGB.
@@ -505,35 +530,6 @@ def read_audio(
     if file_rate != sample_rate:
         audio = AF.resample(audio, orig_freq=file_rate, new_freq=sample_rate)  # (N',) float32
     return audio.clamp(-1.0, 1.0).contiguous()
-
-
-# ---------------------------------------------------------------------------
-# Reading a whole clip
-# ---------------------------------------------------------------------------
-
-
-def read_clip(
-    path: PathLike,
-    num_frames: int = 8,
-    sample_rate: int = DEFAULT_SAMPLE_RATE,
-    image_size: int | tuple[int, int] | None = None,
-    allow_missing_audio: bool = False,
-    need_audio: bool = True,
-) -> MediaClip:
-    """Read the video frames and the audio track of one file (an mp4).
-
-    ``need_audio=False`` skips the audio entirely (``clip.audio is None``),
-    which is faster and works for videos without sound. The other arguments
-    are those of ``read_video_frames`` and ``read_audio``.
-    """
-    path = _as_path(path)
-    # (T, 3, H, W) uint8
-    video = read_video_frames(path, num_frames=num_frames, image_size=image_size)
-    audio = None
-    if need_audio:
-        # (N,) float32 at sample_rate
-        audio = read_audio(path, sample_rate=sample_rate, allow_missing_audio=allow_missing_audio)
-    return MediaClip(video=video, audio=audio, sample_rate=sample_rate, source=path)
 
 
 # ---------------------------------------------------------------------------
