@@ -42,8 +42,8 @@ encoder. The config checks that it divides ``encoder_seq_len``.
 
 **Input length**: a ``(B, N)`` batch (or one ``(N,)`` clip) at
 ``config.sample_rate`` is cropped or zero-padded at the end to
-``config.num_samples``, the same rule as the dataset's
-``mimo_lib.data.dataset.fit_audio_length``. Clips longer than
+``config.num_samples`` (:func:`fit_waveform`, which the dataset's
+``mimo_lib.data.dataset.fit_audio_length`` applies to each clip). Clips longer than
 ``clip_duration_s`` therefore lose their end.
 """
 
@@ -59,9 +59,10 @@ from torch import nn
 from mimo_lib.config import AudioTowerConfig
 from mimo_lib.constants import FEATURE_FRAMES_PER_SECOND, FEATURE_HOP_S, FEATURE_WINDOW_S, SAMPLE_RATE
 from mimo_lib.features import kaldi_fbank, log_mel_spectrogram
+from mimo_lib.towers import hf_checkpoint_folder, import_transformers, sinusoids
 
 # --------------------------------------------------------------------------- #
-# Small helpers: fitting the waveform, positions, pooling
+# Small helpers: fitting the waveform, pooling
 # --------------------------------------------------------------------------- #
 
 
@@ -71,8 +72,8 @@ def fit_waveform(waveform: torch.Tensor, num_samples: int) -> torch.Tensor:
     Args:
         waveform: ``(N,)`` one clip or ``(B, N)`` a batch.
     Returns:
-        ``(B, num_samples)`` float (``B = 1`` for a 1-D input). Row by row this
-        is ``mimo_lib.data.dataset.fit_audio_length``.
+        ``(B, num_samples)`` float (``B = 1`` for a 1-D input). The one crop-or-pad rule
+        of ``mimo_lib``: ``mimo_lib.data.dataset.fit_audio_length`` is this, for one clip.
     """
     if waveform.dim() == 1:
         waveform = waveform[None]  # (1, N)
@@ -85,20 +86,6 @@ def fit_waveform(waveform: torch.Tensor, num_samples: int) -> torch.Tensor:
     if length >= num_samples:
         return waveform[:, :num_samples].float()  # (B, num_samples)
     return F.pad(waveform.float(), (0, num_samples - length))  # (B, num_samples)
-
-
-def sinusoidal_positions(length: int, dim: int, max_timescale: float = 10_000.0) -> torch.Tensor:
-    """Whisper's fixed position code: ``dim / 2`` sines then ``dim / 2`` cosines.
-
-    Channel ``i`` of each half turns at the rate ``max_timescale ** (-i / (dim/2 - 1))``
-    (from 1 radian per position down to ``1 / max_timescale``). Returns ``(length, dim)``.
-    """
-    if dim % 2 != 0:
-        raise ValueError(f"sinusoidal positions need an even hidden_size, got {dim}")
-    half = dim // 2
-    rates = torch.exp(-math.log(max_timescale) * torch.arange(half) / max(half - 1, 1))  # (dim/2,)
-    angles = torch.arange(length)[:, None] * rates[None, :]  # (length, dim/2)
-    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)  # (length, dim)
 
 
 def pool_sequence(x: torch.Tensor, audio_seq_len: int) -> torch.Tensor:
@@ -191,7 +178,7 @@ class WhisperStem(nn.Module):
         self.conv1 = nn.Conv1d(config.num_mel_bins, d, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
         # a buffer, not a parameter: fixed, and not saved (it is recomputed from the config)
-        self.register_buffer("positions", sinusoidal_positions(self.seq_len, d), persistent=False)  # (S, D)
+        self.register_buffer("positions", sinusoids(self.seq_len, d), persistent=False)  # (S, D)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x = F.gelu(self.conv1(features))  # (B, D, frames)
@@ -355,13 +342,8 @@ class HFWhisperAudioTower(AudioEncoderBase):
         super().__init__()
         if config.backbone_type != "hf-whisper":
             raise ValueError(f"HFWhisperAudioTower needs backbone_type 'hf-whisper', got {config.backbone_type!r}")
-        try:
-            import transformers
-        except ImportError as error:
-            raise ImportError(
-                'audio backbone_type "hf-whisper" needs the transformers library: pip install -e ".[hf]"'
-            ) from error
-        folder = _local_checkpoint_folder(config.pretrained_path)
+        transformers = import_transformers(config.backbone_type)
+        folder = hf_checkpoint_folder(config.pretrained_path, config.backbone_type, "openai/whisper-base")
         hf_config = transformers.WhisperConfig.from_pretrained(folder, local_files_only=True)
         _check_against_checkpoint(config, hf_config, folder)
         model = transformers.WhisperModel.from_pretrained(folder, local_files_only=True)
@@ -383,22 +365,6 @@ class HFWhisperAudioTower(AudioEncoderBase):
         states = self.encoder(input_features=self.pad_features(features)).last_hidden_state  # (B, 1500, D)
         return states[:, : self.config.encoder_seq_len]  # (B, S, D): the positions of the real clip
 
-
-
-def _local_checkpoint_folder(path: str | None) -> Path:
-    if path is None:
-        raise ValueError(
-            'audio backbone_type "hf-whisper" needs pretrained_path: a local folder written by '
-            "WhisperModel.save_pretrained (or WhisperForConditionalGeneration's); nothing is downloaded"
-        )
-    folder = Path(path).expanduser()
-    if not folder.is_dir() or not (folder / "config.json").is_file():
-        raise FileNotFoundError(
-            f"hf-whisper pretrained_path {str(path)!r} is not a local folder with a config.json. "
-            "Only local checkpoints are loaded (a hub name such as 'openai/whisper-base' is not fetched): "
-            "download the model elsewhere, save_pretrained it into a folder, and point pretrained_path there"
-        )
-    return folder
 
 
 def _check_against_checkpoint(config: AudioTowerConfig, hf_config, folder: Path) -> None:
@@ -467,5 +433,4 @@ __all__ = [
     "build_audio_tower",
     "fit_waveform",
     "pool_sequence",
-    "sinusoidal_positions",
 ]

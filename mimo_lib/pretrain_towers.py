@@ -20,8 +20,8 @@ stayed at chance. So each tower is pretrained here first, CLIP-style:
 
 Zero-shot classification then works as in CLIP: embed each candidate caption,
 pick the most similar. ``python -m mimo_lib.pretrain_towers`` reproduces the
-shipped checkpoints in ``mimo_lib/pretrained/``; ``load_tower_weights`` loads a
-tower from one.
+shipped checkpoints in ``mimo_lib/pretrained/``;
+:func:`mimo_lib.towers.load_tower_weights` loads a tower from one.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,10 +36,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from mimo_lib.atomic import atomic_save_tensors
 from mimo_lib.audio_tower import build_audio_tower
 from mimo_lib.config import AudioTowerConfig, VisionTowerConfig, get_preset
 from mimo_lib.constants import HELD_OUT_SEED_OFFSET
@@ -59,9 +59,15 @@ from mimo_lib.data.synthetic import (
     synthetic_config_for,
 )
 from mimo_lib.tokenizer import Tokenizer
+from mimo_lib.towers import (  # noqa: F401  (load_tower_weights, shipped_checkpoint: moved there, still importable here)
+    PRETRAINED_DIR,
+    load_tower_weights,
+    read_metadata,
+    read_tower_config,
+    shipped_checkpoint,
+)
 from mimo_lib.vision_tower import build_vision_tower
 
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 VISION_ATTRIBUTES = ("shape", "colour", "motion")
 AUDIO_ATTRIBUTES = ("instrument", "pitch")
 
@@ -347,34 +353,20 @@ def save_pretrained(model: ContrastivePretrainer, path: str | Path, extra: dict 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     metadata = {
         "modality": model.modality,
         "tower_config": json.dumps(asdict(tower_config_of(model))),
         "pretrain_config": json.dumps(asdict(model.config)),
         "extra": json.dumps(extra or {}),
     }
-    temporary = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(temporary), metadata=metadata)
-    os.replace(temporary, path)
-    return path
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return f.metadata() or {}
+    return atomic_save_tensors(path, model.state_dict(), metadata)
 
 
 def load_pretrainer(path: str | Path, tokenizer: Tokenizer | None = None) -> ContrastivePretrainer:
     """Rebuild the whole pretrainer (tower, head, caption encoder) from a checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"tower checkpoint {path} not found; run `python -m mimo_lib.pretrain_towers`")
+    tower_config = read_tower_config(path)  # checks that the file is a tower checkpoint
     meta = read_metadata(path)
     modality = meta["modality"]
-    tower_config = json.loads(meta["tower_config"])
     tower = (
         build_vision_tower(VisionTowerConfig(**tower_config))
         if modality == "vision"
@@ -385,31 +377,6 @@ def load_pretrainer(path: str | Path, tokenizer: Tokenizer | None = None) -> Con
     )
     model.load_state_dict(load_file(str(path)))
     return model
-
-
-def load_tower_weights(tower: nn.Module, path: str | Path, expected: str = "tower") -> None:
-    """Load only the tower's weights from a pretraining checkpoint into ``tower``.
-
-    The checkpoint's tower config must equal ``tower.config``: loading weights
-    into a differently shaped tower is an error that says which fields differ.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{expected} checkpoint {path} not found; run `python -m mimo_lib.pretrain_towers`")
-    saved = json.loads(read_metadata(path)["tower_config"])
-    current = asdict(tower.config)
-    differ = {k: (saved.get(k), current.get(k)) for k in set(saved) | set(current) if saved.get(k) != current.get(k)}
-    differ.pop("pretrained_path", None)
-    if differ:
-        detail = ", ".join(f"{k}: checkpoint {a!r} vs model {b!r}" for k, (a, b) in sorted(differ.items()))
-        raise ValueError(f"{path} was trained for a different {expected} ({detail})")
-    state = {k.removeprefix("tower."): v for k, v in load_file(str(path)).items() if k.startswith("tower.")}
-    tower.load_state_dict(state)
-
-
-def shipped_checkpoint(modality: str, preset: str = "toy") -> Path:
-    """Path of the committed tower checkpoint for a preset."""
-    return PRETRAINED_DIR / f"{modality}_tower_{preset}.safetensors"
 
 
 # --------------------------------------------------------------------------- command line

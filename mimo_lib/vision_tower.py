@@ -36,13 +36,13 @@ built in this file, random init) and :class:`HFCLIPVisionTower`
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mimo_lib.config import VisionTowerConfig
+from mimo_lib.towers import hf_checkpoint_folder, import_transformers, sinusoids
 
 #: CLIP's per-channel RGB mean and std (on pixels scaled to [0, 1]), as in OpenAI's CLIP preprocessing.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -369,35 +369,6 @@ _HF_CONFIG_FIELDS = {
 }
 
 
-def _import_transformers():
-    try:
-        import transformers
-    except ImportError as error:
-        raise ImportError(
-            'backbone_type="hf-clip" needs the optional transformers dependency: pip install -e ".[hf]"'
-        ) from error
-    return transformers
-
-
-def _pretrained_folder(path: str | Path | None) -> Path:
-    how = (
-        "mimo_lib never downloads weights: download the checkpoint beforehand, e.g. "
-        "`hf download openai/clip-vit-large-patch14-336 --local-dir checkpoints/clip-vit-large-patch14-336`, "
-        "and pass that folder as VisionTowerConfig.pretrained_path"
-    )
-    if path is None:
-        raise ValueError(f'backbone_type="hf-clip" needs pretrained_path, a local checkpoint folder; {how}')
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"hf-clip pretrained_path {str(path)!r} is not a local folder; {how}")
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(
-            f"hf-clip pretrained_path {str(path)!r} has no config.json: point it at a folder written by "
-            f"save_pretrained (config.json + model.safetensors); {how}"
-        )
-    return folder
-
-
 class HFCLIPVisionTower(nn.Module):
     """transformers' ``CLIPVisionModel`` (pretrained, from a local folder) + a new :class:`VideoTokenHead`.
 
@@ -408,8 +379,8 @@ class HFCLIPVisionTower(nn.Module):
 
     def __init__(self, config: VisionTowerConfig):
         super().__init__()
-        folder = _pretrained_folder(config.pretrained_path)
-        transformers = _import_transformers()
+        folder = hf_checkpoint_folder(config.pretrained_path, config.backbone_type, "openai/clip-vit-large-patch14-336")
+        transformers = import_transformers(config.backbone_type)
         hf_config = transformers.CLIPVisionConfig.from_pretrained(folder, local_files_only=True)
         mismatched = {
             ours: getattr(hf_config, theirs)
@@ -479,14 +450,11 @@ def build_vision_tower(config: VisionTowerConfig) -> nn.Module:
 
 
 def sincos_1d(num_positions: int, dim: int) -> torch.Tensor:
-    """``(num_positions, dim)`` sine/cosine waves of geometrically spaced frequencies (Transformer style)."""
-    half = dim // 2
-    frequencies = 1.0 / (10_000 ** (torch.arange(half, dtype=torch.float32) / max(half, 1)))  # (dim/2,)
-    angles = torch.arange(num_positions, dtype=torch.float32)[:, None] * frequencies  # (P, dim/2)
-    out = torch.zeros(num_positions, dim)
-    out[:, :half] = torch.sin(angles)
-    out[:, half : 2 * half] = torch.cos(angles)
-    return out
+    """``(num_positions, dim)`` sine/cosine waves of geometrically spaced frequencies (Transformer style).
+
+    The rates ``10000 ** (-i / (dim/2))`` of the Transformer and MAE: :func:`mimo_lib.towers.sinusoids`.
+    """
+    return sinusoids(num_positions, dim, whisper_spacing=False)
 
 
 def sincos_2d(grid_size: int, dim: int) -> torch.Tensor:

@@ -17,12 +17,12 @@ from mimo_lib.audio_tower import (
     build_audio_tower,
     fit_waveform,
     pool_sequence,
-    sinusoidal_positions,
 )
 from mimo_lib.config import AudioTowerConfig, get_preset
 from mimo_lib.data.dataset import fit_audio_length
 from mimo_lib.data.synthetic import PITCHES, synthesize_note
 from mimo_lib.features import BEATS_FBANK_MEAN, BEATS_FBANK_STD, kaldi_fbank, log_mel_spectrogram
+from mimo_lib.towers import sinusoids
 
 SR = 16_000
 
@@ -315,7 +315,7 @@ def test_hf_whisper_matches_its_own_encoder(tiny_whisper):
         torch.testing.assert_close(tower.encode(waves), expected)
         assert tower(waves).shape == (2, 25, 32)
     # our fixed positions are Whisper's
-    torch.testing.assert_close(sinusoidal_positions(60, 32), model.get_encoder().embed_positions.weight)
+    torch.testing.assert_close(sinusoids(60, 32), model.get_encoder().embed_positions.weight)
 
 
 def test_hf_whisper_pads_with_what_silence_looks_like(tiny_whisper):

@@ -8,9 +8,11 @@ silently breaks a tower — or the way its weights load — fails here.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, replace
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from mimo_lib.audio_tower import build_audio_tower
 from mimo_lib.config import AudioTowerConfig, get_preset
@@ -31,6 +33,7 @@ from mimo_lib.pretrain_towers import (
     zero_shot_accuracy,
 )
 from mimo_lib.tokenizer import Tokenizer
+from mimo_lib.towers import TowerCheckpointError, read_tower_config, tower_config_differences
 
 #: Held-out clips use a seed the pretraining command never uses for training.
 HELD_OUT_SEED = 4242
@@ -76,10 +79,45 @@ def test_shipped_towers_load_into_the_mimo_model():
 
 def test_loading_into_a_differently_shaped_tower_names_the_fields():
     tower = build_audio_tower(AudioTowerConfig(hidden_size=64, num_attention_heads=4))
-    with pytest.raises(ValueError, match="hidden_size: checkpoint 128 vs model 64"):
+    with pytest.raises(TowerCheckpointError, match="hidden_size: checkpoint 128, model 64"):
         load_tower_weights(tower, shipped_checkpoint("audio"), "audio_tower")
-    with pytest.raises(FileNotFoundError, match="pretrain_towers"):
+    with pytest.raises(TowerCheckpointError, match="pretrain_towers"):
         load_tower_weights(tower, shipped_checkpoint("audio").with_name("nothing.safetensors"))
+
+
+def test_tower_config_differences_lists_every_field_but_the_path():
+    saved = asdict(get_preset("toy").audio)
+    assert tower_config_differences(saved, get_preset("toy").audio) == []
+    assert tower_config_differences(saved, replace(get_preset("toy").audio, pretrained_path="/elsewhere")) == []
+    other = replace(get_preset("toy").audio, num_layers=2, hidden_size=64)
+    assert tower_config_differences(saved, other) == [
+        "hidden_size: checkpoint 128, model 64",
+        "num_layers: checkpoint 4, model 2",
+    ]
+    assert tower_config_differences(saved, asdict(other)) == tower_config_differences(saved, other)
+    assert tower_config_differences({**saved, "new_field": 1}, saved) == ["new_field: checkpoint 1, model None"]
+
+
+def test_a_file_that_is_not_a_tower_checkpoint_is_named(tmp_path):
+    plain = tmp_path / "plain.safetensors"
+    save_file({"x": torch.zeros(2)}, str(plain))  # safetensors, but no tower config in its metadata
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a safetensors file")
+    for path in (plain, garbage):
+        with pytest.raises(TowerCheckpointError, match=f"{path.name} is not a tower checkpoint"):
+            read_tower_config(path)
+        with pytest.raises(TowerCheckpointError, match="not a tower checkpoint"):
+            load_pretrainer(path)
+
+
+def test_tower_loading_lives_in_the_library_module():
+    # model.py and train.py load towers from mimo_lib.towers; the CLI module still answers to the old names
+    import mimo_lib.pretrain_towers as cli
+    import mimo_lib.towers as towers
+
+    for name in ("load_tower_weights", "read_metadata", "shipped_checkpoint", "PRETRAINED_DIR"):
+        assert getattr(cli, name) is getattr(towers, name), name
+    assert towers.shipped_checkpoint("audio") == towers.PRETRAINED_DIR / "audio_tower_toy.safetensors"
 
 
 def test_a_short_pretraining_run_learns_and_round_trips(tmp_path):

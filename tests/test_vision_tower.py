@@ -11,12 +11,14 @@ import torch.nn.functional as F
 from mimo_lib.config import VisionTowerConfig, get_preset
 from mimo_lib.data.synthetic import make_clip
 from mimo_lib.features import patchify
+from mimo_lib.towers import sinusoids
 from mimo_lib.vision_tower import (
     CLIP_MEAN,
     CLIP_STD,
     HFCLIPVisionTower,
     VisionTower,
     build_vision_tower,
+    sincos_1d,
     vision_tower_num_parameters,
 )
 
@@ -342,3 +344,17 @@ def test_hf_clip_needs_a_local_folder(tmp_path):
         build_vision_tower(tiny(backbone_type="hf-clip", pretrained_path=str(tmp_path)))
     with pytest.raises(ValueError, match="needs pretrained_path"):
         build_vision_tower(tiny(backbone_type="hf-clip"))
+
+
+def test_sinusoid_spacings():
+    # Whisper's spacing ends at exactly 1 / 10000 radian per position; the Transformer's (the vision tower's
+    # initial positions) one step short of it; an odd width gets a last channel of zeros
+    positions = torch.arange(40.0)
+    whisper, transformer = sinusoids(40, 16), sinusoids(40, 16, whisper_spacing=False)
+    torch.testing.assert_close(whisper[:, 0], torch.sin(positions))  # the fastest channel: 1 radian per position
+    torch.testing.assert_close(whisper[:, 7], torch.sin(positions / 10_000))
+    torch.testing.assert_close(whisper[:, 15], torch.cos(positions / 10_000))
+    torch.testing.assert_close(transformer[:, 7], torch.sin(positions * 10_000 ** (-7 / 8)))
+    torch.testing.assert_close(sincos_1d(40, 16), transformer)
+    odd = sinusoids(40, 17, whisper_spacing=False)
+    assert torch.equal(odd[:, :16], transformer) and not odd[:, 16].any()

@@ -207,10 +207,11 @@ def load_annotations(data_path: str | Path) -> list[AnnotatedSample]:
 
 
 def fit_audio_length(audio: torch.Tensor, num_samples: int) -> torch.Tensor:
-    """Crop or zero-pad ``(N,)`` audio to exactly ``num_samples``."""
-    if audio.shape[0] >= num_samples:
-        return audio[:num_samples]
-    return torch.nn.functional.pad(audio, (0, num_samples - audio.shape[0]))
+    """Crop or zero-pad ``(N,)`` audio at the end to exactly ``num_samples``: the audio tower's rule
+    (:func:`mimo_lib.audio_tower.fit_waveform`), for one clip."""
+    from mimo_lib.audio_tower import fit_waveform  # the rule lives with the tower that reads the audio
+
+    return fit_waveform(audio, num_samples)[0]  # (num_samples,)
 
 
 def _with_tokens(sample: dict, tokenizer: Tokenizer | None) -> dict:
