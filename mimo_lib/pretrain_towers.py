@@ -29,8 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,8 @@ from tqdm.auto import tqdm
 
 from mimo_lib.atomic import atomic_save_tensors
 from mimo_lib.audio_tower import build_audio_tower
-from mimo_lib.config import AudioTowerConfig, VisionTowerConfig, get_preset
+from mimo_lib.cli import run_command
+from mimo_lib.config import PRESETS, AudioTowerConfig, VisionTowerConfig, get_preset
 from mimo_lib.constants import HELD_OUT_SEED_OFFSET
 from mimo_lib.data.synthetic import (
     COLOURS,
@@ -58,6 +60,8 @@ from mimo_lib.data.synthetic import (
     render_video,
     synthetic_config_for,
 )
+from mimo_lib.optim import WarmupCosineSchedule
+from mimo_lib.recipes import TowerRecipe, get_recipe
 from mimo_lib.tokenizer import Tokenizer
 from mimo_lib.towers import (  # noqa: F401  (load_tower_weights, shipped_checkpoint: moved there, still importable here)
     PRETRAINED_DIR,
@@ -69,6 +73,8 @@ from mimo_lib.towers import (  # noqa: F401  (load_tower_weights, shipped_checkp
 from mimo_lib.vision_tower import build_vision_tower
 
 VISION_ATTRIBUTES = ("shape", "colour", "motion")
+#: Linear warm-up over this fraction of the steps (at least one step), as the training stages' recipes.
+WARMUP_FRACTION = 0.05
 AUDIO_ATTRIBUTES = ("instrument", "pitch")
 
 
@@ -302,35 +308,32 @@ def pretrain(
     seed: int = 0,
     progress: bool = True,
     time_budget_s: float | None = None,
+    weight_decay: float = 0.01,
 ) -> list[float]:
-    """AdamW with warm-up and cosine decay over ``steps``; returns the loss of every step.
+    """AdamW, a warm-up over the first 5% of ``steps``, then a cosine to 0; returns the loss of every step.
 
+    The schedule is :class:`mimo_lib.optim.WarmupCosineSchedule`, the one ``mimo_lib.train`` uses.
     ``time_budget_s`` stops early (a notebook's way to train "as long as its budget allows").
     """
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    warmup = max(1, steps // 20)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    warmup = max(1, int(WARMUP_FRACTION * steps))  # steps // 20
+    schedule = WarmupCosineSchedule(lr, min_lr=0.0, warmup_iters=warmup, train_iters=steps)
     model.train()
     losses: list[float] = []
     start = time.perf_counter()
-    bar = tqdm(range(steps), desc=f"pretraining {model.modality} tower", disable=not progress)
-    for _ in bar:
+    bar = tqdm(range(1, steps + 1), desc=f"pretraining {model.modality} tower", disable=not progress)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = schedule(step)
         index = torch.randint(len(media), (batch_size,), generator=generator)
         loss, _ = model(media[index], targets[index])
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at step {len(losses)}: lower the learning rate")
+            raise FloatingPointError(f"non-finite loss at step {step}: lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        scheduler.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
@@ -381,44 +384,83 @@ def load_pretrainer(path: str | Path, tokenizer: Tokenizer | None = None) -> Con
 
 # --------------------------------------------------------------------------- command line
 
-DEFAULTS = {"vision": {"steps": 600, "lr": 1e-3}, "audio": {"steps": 300, "lr": 1e-3}}
 
-
-def run(modality: str, preset: str, steps: int, batch_size: int, lr: float, num_clips: int, seed: int, out: Path):
+def run(modality: str, preset: str, recipe: TowerRecipe, out: Path) -> Path:
+    """Pretrain one tower of ``preset`` as ``recipe`` says, score it on held-out clips, save it in ``out``."""
     config = get_preset(preset)
     synthetic = synthetic_config_for(config)
-    torch.manual_seed(seed)
+    torch.manual_seed(recipe.seed)
     tower = build_vision_tower(config.vision) if modality == "vision" else build_audio_tower(config.audio)
     model = ContrastivePretrainer(modality, tower, Tokenizer.default())
-    media, targets = make_pretraining_set(modality, num_clips, seed, synthetic, progress=True)
-    held_out = make_pretraining_set(modality, 512, seed + HELD_OUT_SEED_OFFSET, synthetic)
+    media, targets = make_pretraining_set(modality, recipe.num_clips, recipe.seed, synthetic, progress=True)
+    held_out = make_pretraining_set(modality, 512, recipe.seed + HELD_OUT_SEED_OFFSET, synthetic)
     start = time.perf_counter()
-    losses = pretrain(model, media, targets, steps, batch_size, lr, seed)
+    losses = pretrain(model, media, targets, recipe.steps(modality), recipe.batch_size, recipe.lr, recipe.seed,
+                      weight_decay=recipe.weight_decay)
     minutes = (time.perf_counter() - start) / 60
     accuracy = zero_shot_accuracy(model, *held_out)
-    extra = {"steps": len(losses), "batch_size": batch_size, "lr": lr, "num_clips": num_clips, "seed": seed,
-             "train_minutes": round(minutes, 2), "final_loss": round(losses[-1], 4),
+    extra = {"steps": len(losses), "batch_size": recipe.batch_size, "lr": recipe.lr,
+             "weight_decay": recipe.weight_decay, "num_clips": recipe.num_clips, "seed": recipe.seed,
+             "recipe": get_recipe(preset).version, "train_minutes": round(minutes, 2),
+             "final_loss": round(losses[-1], 4),
              "held_out_zero_shot_accuracy": {k: round(v, 4) for k, v in accuracy.items()}}
     path = save_pretrained(model, out / f"{modality}_tower_{preset}.safetensors", extra)
     print(json.dumps({"checkpoint": str(path), **extra}, indent=2))
     return path
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Pretrain the vision and/or audio tower contrastively on captions.")
+def build_parser() -> argparse.ArgumentParser:
+    """The flags; every tuning flag defaults to the preset's recipe (``mimo_lib.recipes``), shown as None."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mimo_lib.pretrain_towers",
+        description="Pretrain the vision and/or audio tower contrastively on captions. Every flag left out "
+        "takes the preset's recipe (mimo_lib/recipes.py), which made the shipped checkpoints.",
+    )
     parser.add_argument("--modality", choices=("vision", "audio", "both"), default="both")
-    parser.add_argument("--preset", default="toy", help="model preset whose towers to pretrain (default: toy)")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 600 vision, 300 audio)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
-    parser.add_argument("--num-clips", type=int, default=4096, help="training clips rendered once, then sampled")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="toy", help="model preset (default: toy)")
+    parser.add_argument("--steps", type=int, help="optimizer steps of each tower (recipe: vision_steps, audio_steps)")
+    parser.add_argument("--batch-size", type=int, help="clips per step")
+    parser.add_argument("--lr", type=float, help="peak learning rate (warm-up, then cosine to 0)")
+    parser.add_argument("--weight-decay", type=float, help="AdamW weight decay")
+    parser.add_argument("--num-clips", type=int, help="training clips rendered once, then sampled")
+    parser.add_argument("--seed", type=int, help="tower init, clips and batch order")
     parser.add_argument("--out", type=Path, default=PRETRAINED_DIR, help="folder for the checkpoints")
+    return parser
+
+
+def recipe_from_args(args: argparse.Namespace) -> tuple[TowerRecipe, int | None]:
+    """The preset's tower recipe with every flag given replacing its field, and the ``--steps`` override."""
+    given = {name: getattr(args, name) for name in ("batch_size", "lr", "weight_decay", "num_clips", "seed")}
+    recipe = replace(get_recipe(args.preset).towers, **{k: v for k, v in given.items() if v is not None})
+    return recipe, args.steps
+
+
+def check_tower_recipe(recipe: TowerRecipe, steps: int | None) -> str | None:
+    """What is wrong with the flags (None if nothing)."""
+    if steps is not None and steps < 1:
+        return f"--steps must be at least 1 (got {steps})"
+    for flag, value in (("--batch-size", recipe.batch_size), ("--num-clips", recipe.num_clips)):
+        if value < 1:
+            return f"{flag} must be at least 1 (got {value})"
+    if not recipe.lr > 0:
+        return f"--lr must be positive (got {recipe.lr})"
+    if recipe.weight_decay < 0:
+        return f"--weight-decay must be 0 or more (got {recipe.weight_decay})"
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    recipe, steps = recipe_from_args(args)
+    problem = check_tower_recipe(recipe, steps)
+    if problem:
+        parser.error(problem)
+    if steps is not None:
+        recipe = replace(recipe, vision_steps=steps, audio_steps=steps)
     for modality in ("vision", "audio") if args.modality == "both" else (args.modality,):
-        run(modality, args.preset, args.steps or DEFAULTS[modality]["steps"], args.batch_size,
-            args.lr or DEFAULTS[modality]["lr"], args.num_clips, args.seed, args.out)
+        run(modality, args.preset, recipe, args.out)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("mimo-pretrain-towers", main))

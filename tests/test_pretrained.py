@@ -18,20 +18,25 @@ from mimo_lib.audio_tower import build_audio_tower
 from mimo_lib.config import AudioTowerConfig, get_preset
 from mimo_lib.data.synthetic import SyntheticConfig
 from mimo_lib.model import MIMOModel
+from mimo_lib.optim import WarmupCosineSchedule
 from mimo_lib.pretrain_towers import (
     AUDIO_ATTRIBUTES,
     VISION_ATTRIBUTES,
     ContrastivePretrainer,
     all_captions,
+    build_parser,
     load_pretrainer,
     load_tower_weights,
     make_pretraining_set,
     pretrain,
     read_metadata,
+    recipe_from_args,
     save_pretrained,
     shipped_checkpoint,
     zero_shot_accuracy,
 )
+from mimo_lib.pretrain_towers import main as pretrain_towers_main
+from mimo_lib.recipes import get_recipe
 from mimo_lib.tokenizer import Tokenizer
 from mimo_lib.towers import TowerCheckpointError, read_tower_config, tower_config_differences
 
@@ -128,7 +133,57 @@ def test_a_short_pretraining_run_learns_and_round_trips(tmp_path):
     losses = pretrain(model, media, targets, steps=40, batch_size=16, lr=3e-3, progress=False)
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
     path = save_pretrained(model, tmp_path / "audio.safetensors", {"steps": len(losses)})
-    assert not list(tmp_path.glob("*.tmp")), "atomic write left a temporary file"
+    assert list(tmp_path.iterdir()) == [path], "the atomic write left a temporary file"
     again = load_pretrainer(path)
     model.eval()
     torch.testing.assert_close(again.clip_embeddings(media[:4]), model.clip_embeddings(media[:4]))
+
+
+def test_pretraining_follows_the_shared_warmup_cosine_schedule(monkeypatch):
+    seen = []
+    original_step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    torch.manual_seed(0)
+    config = AudioTowerConfig(hidden_size=16, num_layers=1, num_attention_heads=2, ffn_hidden_size=32)
+    model = ContrastivePretrainer("audio", build_audio_tower(config), Tokenizer.default())
+    media, targets = make_pretraining_set("audio", 8, 0, SyntheticConfig())
+    pretrain(model, media, targets, steps=40, batch_size=4, lr=2e-3, progress=False)
+    schedule = WarmupCosineSchedule(2e-3, min_lr=0.0, warmup_iters=2, train_iters=40)  # warm-up: 5% of 40 steps
+    assert seen == [schedule(step) for step in range(1, 41)]
+    assert seen[1] == 2e-3 and seen[-1] == 0.0
+
+
+def test_command_line_defaults_are_the_recipe():
+    for preset in ("toy", "tiny"):
+        recipe, steps = recipe_from_args(build_parser().parse_args(["--preset", preset]))
+        assert recipe == get_recipe(preset).towers and steps is None
+    recipe, steps = recipe_from_args(build_parser().parse_args(["--lr", "3e-4", "--seed", "5", "--steps", "7"]))
+    assert recipe == replace(get_recipe("toy").towers, lr=3e-4, seed=5) and steps == 7
+
+
+@pytest.mark.parametrize("modality", ["vision", "audio"])
+def test_the_shipped_towers_were_made_by_the_toy_recipe(modality):
+    """`python -m mimo_lib.pretrain_towers` with no tuning flag reproduces the committed checkpoints' settings."""
+    recorded = json.loads(read_metadata(shipped_checkpoint(modality))["extra"])
+    recipe = get_recipe("toy").towers
+    assert recorded["steps"] == recipe.steps(modality)
+    for field in ("batch_size", "lr", "num_clips", "seed"):
+        assert recorded[field] == getattr(recipe, field), field
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--steps", "0"], "--steps must be at least 1"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--weight-decay", "-1"], "--weight-decay must be 0 or more"),
+    (["--preset", "huge"], "invalid choice"),
+])
+def test_bad_flags_are_one_line(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain_towers_main(flags)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
