@@ -10,9 +10,15 @@ import pytest
 import torch
 
 from mimo_lib.data.conversation import IGNORE_INDEX, build_prompt, encode_conversation
-from mimo_lib.data.dataset import AVFolderDataset, SyntheticAVDataset, collate_av_batch, load_annotations
+from mimo_lib.data.dataset import (
+    AVFolderDataset,
+    SyntheticAVDataset,
+    collate_av_batch,
+    load_annotations,
+    split_dataset,
+)
 from mimo_lib.data.make_samples import make_samples
-from mimo_lib.data.media import read_audio, read_video_frames, write_video
+from mimo_lib.data.media import read_audio, read_video_frames, write_audio, write_video
 from mimo_lib.data.synthetic import PITCHES, QUESTION_TYPES, dominant_frequency
 from mimo_lib.errors import DatasetFormatError, MediaError
 from mimo_lib.tokenizer import Tokenizer
@@ -265,3 +271,120 @@ def test_every_synthetic_conversation_tokenizes_without_byte_fallback(tokenizer)
             sample = SyntheticAVDataset(30, seed=5, question_types=[question_type], num_turns=2, tokenizer=tokenizer)[index]
             used = set(sample["input_ids"].tolist())
             assert not used & byte_ids, tokenizer.tokenize(tokenizer.decode(sample["input_ids"]))
+
+
+# --------------------------------------------------------------------------- hostile annotation files
+
+
+def one_record(video: str = "clip.mp4", **extra) -> dict:
+    return {"id": "a", "video": video, "conversations": qa("<video>\nWhat?"), **extra}
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path, tiny_mp4):
+    write_folder(tmp_path, [one_record()], tiny_mp4)
+    annotation = tmp_path / "conversations.jsonl"
+    annotation.write_bytes(b"\xef\xbb\xbf" + annotation.read_bytes())  # what Notepad writes
+    assert [a.sample_id for a in load_annotations(tmp_path)] == ["a"]
+
+
+def test_other_encodings_are_named(tmp_path, tiny_mp4):
+    write_folder(tmp_path, [one_record()], tiny_mp4)
+    annotation = tmp_path / "conversations.jsonl"
+    text = annotation.read_text().replace("What?", "Qu'est-ce que c'est, café?")
+    annotation.write_bytes(text.encode("latin-1"))
+    with pytest.raises(DatasetFormatError, match=r"conversations.jsonl:1: is not UTF-8 .*Latin-1.*save it as UTF-8"):
+        load_annotations(tmp_path)
+    annotation.write_bytes(text.encode("utf-16"))
+    with pytest.raises(DatasetFormatError, match=r"conversations.jsonl: is UTF-16 encoded; save it as UTF-8"):
+        load_annotations(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["conversations.jsonl", "conversations.json"])
+def test_deeply_nested_json_is_a_clear_error(tmp_path, name):
+    (tmp_path / name).write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(DatasetFormatError, match="nested too deeply"):
+        load_annotations(tmp_path)
+
+
+def test_a_conversation_ending_on_a_question_names_the_sample(tmp_path, tiny_mp4):
+    record = one_record()
+    record["conversations"] = record["conversations"] + [{"from": "human", "value": "And then?"}]
+    write_folder(tmp_path, [one_record() | {"id": "fine"}, record], tiny_mp4)
+    with pytest.raises(DatasetFormatError, match=r"conversations.jsonl:2 \(id 'a'\): the conversation ends on a human"):
+        load_annotations(tmp_path)
+
+
+@pytest.mark.parametrize("bad_id", [None, True, "", ["a"], {"x": 1}, 1.5])
+def test_ids_must_be_strings_or_integers(tmp_path, tiny_mp4, bad_id):
+    write_folder(tmp_path, [one_record(id=bad_id)], tiny_mp4)
+    with pytest.raises(DatasetFormatError, match=r"conversations.jsonl:1: 'id' must be a non-empty string or an integer"):
+        load_annotations(tmp_path)
+    write_folder(tmp_path, [one_record(id=7)], tiny_mp4)
+    assert load_annotations(tmp_path)[0].sample_id == "7"
+
+
+def test_unknown_keys_are_warned_about(tmp_path, tiny_mp4):
+    write_folder(tmp_path, [one_record(audios="sound.wav"), one_record(id="b", audios="x.wav")], tiny_mp4)
+    with pytest.warns(UserWarning, match=r"unknown key 'audios' in 2 sample\(s\) \(first at conversations.jsonl:1"):
+        load_annotations(tmp_path)
+
+
+def test_media_paths_may_leave_the_dataset_folder(tmp_path, tiny_mp4):
+    """Documented choice: relative paths start at the annotation file's folder and may use ../, as absolute
+    paths may name any file: the annotation file is trusted to say which files to read."""
+    shutil.copy(tiny_mp4, tmp_path / "shared.mp4")
+    write_folder(tmp_path / "dataset", [one_record(video="../shared.mp4")])
+    (sample,) = load_annotations(tmp_path / "dataset")
+    assert sample.video_path.resolve() == (tmp_path / "shared.mp4").resolve()
+    write_folder(tmp_path / "dataset", [one_record(video="../../missing.mp4")])
+    with pytest.raises(MediaError, match=r"video file .*missing.mp4 not found"):
+        load_annotations(tmp_path / "dataset")
+
+
+def test_data_path_pointing_at_a_media_file(tmp_path, tiny_mp4):
+    with pytest.raises(DatasetFormatError, match=r"clip.mp4 is a .mp4 file, not an annotation file: pass the folder"):
+        load_annotations(tiny_mp4)
+
+
+def test_check_media_decodes_every_clip_and_lists_every_bad_sample(tmp_path, tiny_mp4):
+    shutil.copy(tiny_mp4, tmp_path / "good.mp4")
+    write_video(tmp_path / "mute.mp4", torch.zeros(8, 3, 32, 32, dtype=torch.uint8), fps=8)  # no audio track
+    write_audio(tmp_path / "sound.wav", 0.1 * torch.ones(1600), 16_000)
+    data = tiny_mp4.read_bytes()
+    middle = len(data) // 2
+    (tmp_path / "garbled.mp4").write_bytes(data[:middle] + bytes(range(256)) * 2 + data[middle + 512 :])
+    records = [
+        {"id": "good", "video": "good.mp4", "conversations": qa("<video>\n<audio>\nWhat?")},
+        {"id": "mute", "video": "mute.mp4", "conversations": qa("<video>\n<audio>\nWhat?")},
+        {"id": "sound-as-video", "video": "sound.wav", "conversations": qa("<video>\nWhat?")},
+        {"id": "garbled", "video": "garbled.mp4", "conversations": qa("<video>\nWhat?")},
+    ]
+    write_folder(tmp_path, records)
+    dataset = AVFolderDataset(tmp_path, num_frames=4, image_size=32, audio_duration_s=1.0)
+    with pytest.raises(MediaError) as error:
+        dataset.check_media(progress=False)
+    message = str(error.value)
+    assert message.startswith("3 of 4 samples have media that cannot be read")
+    assert "id 'mute'" in message and "no audio track" in message
+    assert "id 'sound-as-video'" in message and "no video stream" in message
+    assert "id 'garbled'" in message and "id 'good'" not in message
+    silent = AVFolderDataset(tmp_path, num_frames=4, image_size=32, allow_missing_audio=True)
+    with pytest.warns(UserWarning, match="no audio track"), pytest.raises(MediaError, match="^2 of 4 samples"):
+        silent.check_media(progress=False)
+
+
+def test_split_dataset_is_deterministic_and_disjoint():
+    data = list(range(20))
+    train, valid = split_dataset(data, 0.2, seed=3)
+    assert len(valid) == 4 and len(train) == 16
+    assert sorted(list(train) + list(valid)) == data
+    again_train, again_valid = split_dataset(data, 0.2, seed=3)
+    assert list(again_valid) == list(valid) and list(again_train) == list(train)
+    assert list(split_dataset(data, 0.2, seed=4)[1]) != list(valid)
+    assert split_dataset(data, 0.0, seed=3) == (data, None)
+    assert len(split_dataset(data[:3], 0.01, seed=0)[1]) == 1  # at least one held out
+    for bad in (1.0, -0.1, 1.5):
+        with pytest.raises(DatasetFormatError, match="validation fraction"):
+            split_dataset(data, bad, seed=0)
+    with pytest.raises(DatasetFormatError, match="keep one to train on"):
+        split_dataset(data[:1], 0.5, seed=0)

@@ -69,7 +69,8 @@ def encode_conversation(
         validate_turns(conversations)
         if len(conversations) % 2 == 1:
             raise ValueError(
-                "conversation ends on a human turn: pass add_generation_prompt=True to prompt for an answer"
+                "the conversation ends on a human turn, but a training conversation must end on an answer; "
+                "(code that prompts a model for the answer passes add_generation_prompt=True)"
             )
 
     input_ids = [tokenizer.bos_id]

@@ -28,21 +28,26 @@ any training starts, and every error names the file, the line and the sample.
 from __future__ import annotations
 
 import json
+import random
+import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from mimo_lib.data.conversation import IGNORE_INDEX, encode_conversation, validate_turns
-from mimo_lib.data.media import DEFAULT_SAMPLE_RATE, probe, read_audio, read_video_frames
+from mimo_lib.data.media import DEFAULT_SAMPLE_RATE, read_audio, read_video_frames
 from mimo_lib.data.synthetic import QUESTION_TYPES, SyntheticConfig, make_sample
 from mimo_lib.errors import DatasetFormatError, MediaError
 from mimo_lib.tokenizer import Tokenizer
 
 ANNOTATION_FILES = ("conversations.jsonl", "conversations.json")
+#: The keys a record may have; any other is warned about (and ignored).
+RECORD_KEYS = ("id", "video", "audio", "conversations", "question_type")
 VIDEO_PLACEHOLDER = "<video>"
 AUDIO_PLACEHOLDER = "<audio>"
 IMAGE_PLACEHOLDER = "<image>"
@@ -78,6 +83,11 @@ def find_annotation_file(data_path: str | Path) -> Path:
     """The annotation file for ``--data-path``: the path itself, or the one inside the folder."""
     path = Path(data_path)
     if path.is_file():
+        if path.suffix.lower() not in (".jsonl", ".json"):
+            raise DatasetFormatError(
+                f"data path {path} is a {path.suffix or 'suffix-less'} file, not an annotation file: pass the "
+                f"folder holding {' or '.join(ANNOTATION_FILES)} (or that file itself)"
+            )
         return path
     if not path.exists():
         raise DatasetFormatError(
@@ -92,17 +102,39 @@ def find_annotation_file(data_path: str | Path) -> Path:
     )
 
 
+def read_annotation_text(annotation_file: Path) -> str:
+    """The file's text: UTF-8, with or without a byte-order mark; any other encoding is a clear error."""
+    data = annotation_file.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DatasetFormatError(
+            f"{annotation_file}: is UTF-16 encoded; save it as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8`)"
+        )
+    try:
+        return data.decode("utf-8-sig")  # a UTF-8 byte-order mark (Windows editors write one) is dropped
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise DatasetFormatError(
+            f"{annotation_file}:{line}: is not UTF-8 (byte 0x{data[error.start]:02x} at offset {error.start}); it "
+            "looks like Latin-1 or another legacy encoding: save it as UTF-8 (e.g. `iconv -f LATIN1 -t UTF-8`)"
+        ) from None
+
+
+def _parse_json(text: str, where: str, expected: str, one_line: bool = False) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        place = f"{where}: line is" if one_line else f"{where}:{error.lineno}:"
+        raise DatasetFormatError(f"{place} not valid JSON ({error.msg}); {expected}") from None
+    except RecursionError:
+        raise DatasetFormatError(f"{where}: JSON nested too deeply to be a sample; {expected}") from None
+
+
 def _read_records(annotation_file: Path) -> list[tuple[str, Any]]:
     """``(where, record)`` pairs; ``where`` is ``"file:line"`` for jsonl, ``"file[i]"`` for a JSON array."""
-    text = annotation_file.read_text(encoding="utf-8")
+    text = read_annotation_text(annotation_file)
     stripped = text.lstrip()
     if annotation_file.suffix == ".json" or stripped.startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise DatasetFormatError(
-                f"{annotation_file}:{error.lineno}: not valid JSON ({error.msg}); expected a JSON array of samples"
-            ) from None
+        records = _parse_json(text, str(annotation_file), "expected a JSON array of samples")
         if not isinstance(records, list):
             raise DatasetFormatError(
                 f"{annotation_file}: expected a JSON array of samples, got {type(records).__name__}"
@@ -112,17 +144,16 @@ def _read_records(annotation_file: Path) -> list[tuple[str, Any]]:
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue  # blank lines are harmless
-        try:
-            pairs.append((f"{annotation_file.name}:{line_number}", json.loads(line)))
-        except json.JSONDecodeError as error:
-            raise DatasetFormatError(
-                f"{annotation_file}:{line_number}: line is not valid JSON ({error.msg}); "
-                "each line of a .jsonl file must be one JSON object"
-            ) from None
+        record = _parse_json(
+            line, f"{annotation_file}:{line_number}", "each line of a .jsonl file must be one JSON object", one_line=True
+        )
+        pairs.append((f"{annotation_file.name}:{line_number}", record))
     return pairs
 
 
 def _media_path(value: Any, key: str, root: Path, where: str) -> Path:
+    """The file a record names. Relative paths start at the annotation file's folder and may leave it
+    (``../media/x.mp4``), as absolute paths may: the annotation file is trusted to name the files to read."""
     if isinstance(value, list):
         if len(value) != 1:
             raise DatasetFormatError(f"{where}: {len(value)} {key} files given; one {key} per sample is supported")
@@ -135,26 +166,52 @@ def _media_path(value: Any, key: str, root: Path, where: str) -> Path:
     return path
 
 
+def _sample_id(record: dict, where: str) -> str:
+    """A record's id: a non-empty string or an integer (``null``, booleans, lists ... are refused)."""
+    value = record["id"]
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or (isinstance(value, str) and not value.strip()):
+        raise DatasetFormatError(f"{where}: 'id' must be a non-empty string or an integer, got {json.dumps(value)}")
+    return str(value)
+
+
+def _warn_unknown_keys(unknown: dict[str, list[str]], annotation_file: Path) -> None:
+    """One warning per unknown key (a typo such as ``"audios"`` would otherwise be ignored without a word)."""
+    for key, places in unknown.items():
+        warnings.warn(
+            f"{annotation_file}: unknown key {key!r} in {len(places)} sample(s) (first at {places[0]}) is ignored; "
+            f"known keys: {', '.join(RECORD_KEYS)}",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def load_annotations(data_path: str | Path) -> list[AnnotatedSample]:
     """Read and check every record of a dataset's annotation file.
 
-    Checks, each with an error naming the line: valid JSON; an object with
-    ``id`` and ``conversations``; turns alternating human/gpt; media files
-    exist; no more ``<video>``/``<audio>`` placeholders than media to fill them;
-    media given without a placeholder; unique ids.
+    Checks, each with an error naming the line: UTF-8 text (a byte-order mark
+    is fine); valid JSON; an object with ``id`` (a non-empty string or an
+    integer) and ``conversations``; turns alternating human/gpt and ending on
+    an answer; media files exist; no more ``<video>``/``<audio>`` placeholders
+    than media to fill them; media given without a placeholder; unique ids.
+    Unknown keys are warned about. Media paths are relative to the annotation
+    file's folder (``../`` may leave it) or absolute.
     """
     annotation_file = find_annotation_file(data_path)
     root = annotation_file.parent
     samples: list[AnnotatedSample] = []
     seen: dict[str, str] = {}
+    unknown: dict[str, list[str]] = {}
     for where, record in _read_records(annotation_file):
         if not isinstance(record, dict):
             raise DatasetFormatError(f"{where}: each sample must be a JSON object, got {type(record).__name__}")
         for key in ("id", "conversations"):
             if key not in record:
                 raise DatasetFormatError(f"{where}: sample is missing the required field '{key}'")
-        sample_id = str(record["id"])
+        sample_id = _sample_id(record, where)
         where = f"{where} (id {sample_id!r})"
+        for key in record:
+            if key not in RECORD_KEYS and key != "image":
+                unknown.setdefault(str(key), []).append(where)
         if sample_id in seen:
             raise DatasetFormatError(f"{where}: duplicate id, first used at {seen[sample_id]}")
         seen[sample_id] = where
@@ -163,6 +220,11 @@ def load_annotations(data_path: str | Path) -> list[AnnotatedSample]:
         except ValueError as error:
             raise DatasetFormatError(str(error)) from None
         turns = record["conversations"]
+        if len(turns) % 2:
+            raise DatasetFormatError(
+                f"{where}: the conversation ends on a human turn; every question needs its answer (a 'gpt' turn) "
+                "to train on; add the answer or remove the last question"
+            )
         if any(VIDEO_PLACEHOLDER in t["value"] or AUDIO_PLACEHOLDER in t["value"] for t in turns if t["from"] == "gpt"):
             raise DatasetFormatError(f"{where}: placeholders belong in human turns, not in the answer")
         if any(IMAGE_PLACEHOLDER in t["value"] for t in turns) or "image" in record:
@@ -198,6 +260,7 @@ def load_annotations(data_path: str | Path) -> list[AnnotatedSample]:
         )
     if not samples:
         raise DatasetFormatError(f"{annotation_file}: no samples found")
+    _warn_unknown_keys(unknown, annotation_file)
     return samples
 
 
@@ -228,11 +291,15 @@ class AVFolderDataset(Dataset):
     Args:
         data_path: folder holding ``conversations.jsonl`` (or ``.json``) and the media, or the file itself.
         num_frames: frames sampled uniformly over each video.
-        image_size: frames are resized to ``image_size x image_size`` so batches stack (None keeps them).
+        image_size: frames become ``image_size x image_size`` (shorter side resized, then centre-cropped) so batches stack (None keeps them).
         sample_rate: audio is converted to mono at this rate.
         audio_duration_s: crop or zero-pad audio to this length (None keeps each clip's length).
         tokenizer: if given, samples carry ``input_ids`` and ``labels``.
         allow_missing_audio: a video without an audio track gives silence (with a warning) instead of an error.
+
+    Frames are resized so that their shorter side is ``image_size`` and then centre-cropped to a square
+    (CLIP's preprocessing), so a 4:3 or a portrait clip keeps its proportions; a phone video's rotation
+    metadata is applied first (see :func:`mimo_lib.data.media.read_video_frames`).
     """
 
     def __init__(
@@ -256,18 +323,29 @@ class AVFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.annotations)
 
-    def check_media(self) -> None:
-        """Open every media file once (headers only) so broken files fail now, not mid-training."""
-        for a in self.annotations:
-            for path in (a.video_path, a.audio_path):
-                if path is not None:
-                    try:
-                        probe(path)
-                    except MediaError as error:
-                        raise MediaError(f"{a.where}: {error}") from None
+    def check_media(self, progress: bool = True) -> None:
+        """Decode every sample's needed streams once, as training will, so that a broken clip fails now.
 
-    def __getitem__(self, index: int) -> dict:
-        a = self.annotations[index]
+        A file with a readable header can still have no audio track, an empty one, a corrupt middle, or
+        be an audio file named as a video: only decoding finds out. Every bad sample is collected, and
+        one :class:`MediaError` lists them all (``progress``: a bar on stderr while decoding).
+        """
+        from tqdm.auto import tqdm
+
+        problems = []
+        for index in tqdm(range(len(self)), desc="checking media", unit="clip", disable=not progress, file=sys.stderr):
+            try:
+                self._read_media(self.annotations[index])
+            except MediaError as error:
+                problems.append(str(error))
+        if problems:
+            listing = "\n  ".join(problems)
+            raise MediaError(
+                f"{len(problems)} of {len(self)} samples have media that cannot be read; fix or remove them:\n  {listing}"
+            )
+
+    def _read_media(self, a: AnnotatedSample) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(video (T, 3, H, W) uint8 or None, audio (N,) float32 or None)`` of one sample, errors naming it."""
         try:
             video = (
                 read_video_frames(a.video_path, self.num_frames, self.image_size)  # (T, 3, H, W) uint8
@@ -282,6 +360,11 @@ class AVFolderDataset(Dataset):
                     audio = fit_audio_length(audio, int(round(self.audio_duration_s * self.sample_rate)))
         except MediaError as error:
             raise MediaError(f"{a.where}: {error}") from None
+        return video, audio
+
+    def __getitem__(self, index: int) -> dict:
+        a = self.annotations[index]
+        video, audio = self._read_media(a)
         sample = {
             "id": a.sample_id,
             "video": video,
@@ -290,6 +373,30 @@ class AVFolderDataset(Dataset):
             "question_type": a.question_type,
         }
         return _with_tokens(sample, self.tokenizer)
+
+
+def split_dataset(dataset: Dataset, valid_fraction: float, seed: int = 0) -> tuple[Dataset, Dataset | None]:
+    """``(train, valid)``: a random ``valid_fraction`` of the samples held out, the same for the same ``seed``.
+
+    The split depends only on ``len(dataset)``, ``valid_fraction`` and ``seed``, so a resumed run and
+    ``python -m mimo_lib.evaluate`` hold out the very samples the run held out. ``valid_fraction`` 0 gives
+    ``(dataset, None)``; otherwise at least one sample goes to each side.
+    """
+    if isinstance(valid_fraction, bool) or not 0 <= valid_fraction < 1:
+        raise DatasetFormatError(f"the validation fraction must be at least 0 and below 1, got {valid_fraction!r}")
+    if valid_fraction == 0:
+        return dataset, None
+    n = len(dataset)
+    num_valid = max(1, round(n * valid_fraction))
+    if n - num_valid < 1:
+        raise DatasetFormatError(
+            f"cannot hold out {valid_fraction:g} of {n} sample(s) and keep one to train on; add samples or lower the fraction"
+        )
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    valid = sorted(order[:num_valid])
+    train = sorted(order[num_valid:])
+    return Subset(dataset, train), Subset(dataset, valid)
 
 
 class SyntheticAVDataset(Dataset):
