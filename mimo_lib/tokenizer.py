@@ -7,11 +7,13 @@ synthetic corpus with a few hundred distinct words, so we use a simpler design
 that is just as robust:
 
 1. **Special tokens.** Six fixed tokens come first, with ids 0 to 5:
-   ``<pad>`` (padding), ``<bos>`` / ``<eos>`` (begin / end of sequence), and the
-   placeholders ``<video>``, ``<audio>`` and ``<image>``. A placeholder is
-   written straight into the text ("<video> What is playing?"); later, the model
-   swaps each placeholder for the embeddings of the real clip. A special token is
-   never split, wherever it appears.
+   ``<pad>`` (padding), ``<bos>`` / ``<eos>`` (begin / end of sequence), the
+   placeholders ``<video>`` and ``<audio>``, and ``<image>``, reserved for a
+   future image placeholder (no dataset accepts images yet: store an image as a
+   one-frame video; the id stays so that the committed models' ids stay valid).
+   A placeholder is written straight into the text ("<video> What is playing?");
+   later, the model swaps each placeholder for the embeddings of the real clip.
+   A special token is never split, wherever it appears.
 
 2. **Byte tokens.** The next 256 ids (6 to 261) are the bytes ``<0x00>`` to
    ``<0xFF>``. Any text can be written as the bytes of its UTF-8 encoding, so
@@ -57,8 +59,10 @@ from pathlib import Path
 
 import torch
 
+from mimo_lib.atomic import atomic_write_text
 from mimo_lib.constants import SPECIAL_TOKENS  # in id order: ``<pad>`` is 0, ..., ``<image>`` is 5
 from mimo_lib.errors import MimoInputError
+from mimo_lib.vocabulary import DEFAULT_PIECES
 
 NUM_BYTE_TOKENS = 256
 """One token for every possible byte value."""
@@ -189,32 +193,24 @@ class Tokenizer:
 
     @classmethod
     def default(cls) -> Tokenizer:
-        """The tokenizer of the book: learned from every sentence of the synthetic data."""
-        # Imported here, not at the top, so the tokenizer does not depend on the
-        # data package just to be imported.
-        from mimo_lib.data.synthetic import vocabulary_corpus
+        """The tokenizer of the book: the pieces learned from every sentence of the synthetic data.
 
-        return cls.from_corpus(vocabulary_corpus())
+        They are committed in :data:`mimo_lib.vocabulary.DEFAULT_PIECES` (what
+        ``from_corpus(mimo_lib.data.synthetic.vocabulary_corpus())`` learns), so building
+        the tokenizer needs no data generator and its ids never move.
+        """
+        return cls(DEFAULT_PIECES)
 
     # ------------------------------------------------------------------ files
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the pieces to a JSON file at ``path``.
+        """Write the pieces to a JSON file at ``path``, atomically (:mod:`mimo_lib.atomic`).
 
-        The file is written under a temporary name and then renamed, so a crash
-        never leaves a half-written tokenizer behind.
+        A crash never leaves a half-written tokenizer behind: ``path`` holds the
+        old file or the new one.
         """
-        path = Path(path)
         data = {"format": FILE_FORMAT, "pieces": list(self._pieces)}
-        temporary = path.with_name(path.name + ".tmp")
-        try:
-            with open(temporary, "w", encoding="utf-8") as f:
-                json.dump(data, f, ensure_ascii=False, indent=1)
-                f.write("\n")
-            os.replace(temporary, path)
-        finally:
-            if temporary.exists():
-                temporary.unlink()
+        atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Tokenizer:
@@ -281,7 +277,7 @@ class Tokenizer:
 
     @property
     def image_token_id(self) -> int:
-        """Id of the ``<image>`` placeholder."""
+        """Id of ``<image>``: reserved (no dataset accepts images yet), kept so that every later id stays put."""
         return self._token_to_id["<image>"]
 
     @property

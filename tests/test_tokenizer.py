@@ -462,3 +462,39 @@ def test_default_knows_every_word_of_the_synthetic_data() -> None:
 def test_default_is_deterministic() -> None:
     _vocabulary_corpus()
     assert Tokenizer.default().pieces == Tokenizer.default().pieces
+
+
+def test_default_does_not_need_the_data_generator() -> None:
+    # the tokenizer is a foundation: building the book's tokenizer must not import the synthetic world
+    script = (
+        "import sys\nfrom mimo_lib.tokenizer import Tokenizer\ntok = Tokenizer.default()\n"
+        "print(tok.vocab_size, sorted(m for m in sys.modules if m.startswith('mimo_lib.data')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.split(maxsplit=1) == ["359", "[]\n"]
+
+
+def test_default_vocabulary_is_the_committed_models() -> None:
+    # the ids of the shipped model (mimo_lib/pretrained/mimo_toy) are the default tokenizer's, bit for bit
+    shipped = Path(__file__).resolve().parents[1] / "mimo_lib" / "pretrained" / "mimo_toy" / "tokenizer.json"
+    tok = Tokenizer.default()
+    assert tok.vocab_size == 359
+    assert tok.pieces == Tokenizer.from_file(shipped).pieces
+    assert tok.special_token_ids == {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    assert tok.image_token_id == 5  # reserved: removing it would shift every later id of the trained model
+
+
+def test_a_failed_save_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mimo_lib.atomic
+
+    path = tmp_path / "tok.json"
+    Tokenizer(["old"]).save(path)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(mimo_lib.atomic.os, "replace", crash)  # dies after writing, before the rename
+    with pytest.raises(OSError, match="disk full"):
+        Tokenizer(["new"]).save(path)
+    assert Tokenizer.from_file(path).pieces == ("old",)
+    assert [p.name for p in tmp_path.iterdir()] == ["tok.json"], "no temporary file left"
