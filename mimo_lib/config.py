@@ -403,7 +403,24 @@ def _tiny() -> MIMOConfig:
     )
 
 
-PRESETS = {"tiny": _tiny, "toy": _toy, "small": _small, "llava-avlm-7b": _llava_avlm_7b}
+def _gpt_1b() -> MIMOConfig:
+    """A ~1.06B-parameter decoder (LLaMA-like: SwiGLU, RMSNorm, no biases) for benchmarks/megatron_throughput.py.
+
+    18 layers x (4 D^2 + 3 D F) = 925M, plus untied input and output embeddings 2 x 32000 x 2048 = 131M.
+    The towers are the toy preset's (the benchmark measures the language model).
+    """
+    return MIMOConfig(
+        vision=VisionTowerConfig(patch_embedding_type="conv"),
+        projector=ProjectorConfig(vision_temporal_compression=8),
+        language_model=LanguageModelConfig(
+            vocab_size=32_000, make_vocab_size_divisible_by=128, num_layers=18, hidden_size=2048,
+            num_attention_heads=16, ffn_hidden_size=5632, max_sequence_length=2048, normalization="RMSNorm",
+            activation="swiglu", add_bias_linear=False,
+        ),
+    )
+
+
+PRESETS = {"tiny": _tiny, "toy": _toy, "small": _small, "llava-avlm-7b": _llava_avlm_7b, "gpt-1b": _gpt_1b}
 
 
 def get_preset(name: str, **overrides: Any) -> MIMOConfig:
