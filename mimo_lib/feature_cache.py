@@ -9,9 +9,9 @@ later epoch reads them back and only the projectors and the decoder run::
 
     cache = TowerFeatureCache(model, train_set, pad_id=tokenizer.pad_id)
     cache.fill()                     # optional: encode every clip now, with a progress bar
-    batch = cache.batch([5, 17, 3])  # collated text + video_features (B, Nv, Dv) + audio_features (B, Na, Da)
-    model(batch["input_ids"], labels=batch["labels"], attention_mask=batch["attention_mask"],
-          video_features=batch["video_features"], audio_features=batch["audio_features"])
+    batch = cache.batch([5, 17, 3])  # a Batch: text + video_features (B, Nv, Dv) + audio_features (B, Na, Da)
+    model(batch.input_ids, labels=batch.labels, attention_mask=batch.attention_mask,
+          video_features=batch.video_features, audio_features=batch.audio_features)
 
 Samples are encoded in fixed chunks (indices ``[k * chunk_size, (k + 1) *
 chunk_size)``) the first time any of them is drawn, so the arithmetic does not
@@ -24,14 +24,15 @@ towers every step instead.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from mimo_lib.data.dataset import collate_av_batch
+from mimo_lib.data.dataset import Batch, collate_av_batch
 
-TEXT_KEYS = ("id", "question_type", "conversations", "input_ids", "labels")
+TEXT_KEYS = ("id", "question_type", "conversations", "input_ids", "labels")  # what a sample keeps besides media
 
 
 class TowerFeatureCache:
@@ -61,12 +62,15 @@ class TowerFeatureCache:
         indices = range(chunk * self.chunk_size, min((chunk + 1) * self.chunk_size, len(self)))
         samples = [self.dataset[i] for i in indices]
         media = collate_av_batch(samples, self.pad_id)
-        towers = {"video": self.model.vision_tower, "audio": self.model.audio_tower}
-        for modality, tower in towers.items():
-            rows = torch.nonzero(media[f"has_{modality}"], as_tuple=True)[0]  # samples that have this modality
+        towers = {  # modality -> (its tower, the batch's (B, ...) media, which samples have it)
+            "video": (self.model.vision_tower, media.video, media.has_video),
+            "audio": (self.model.audio_tower, media.audio, media.has_audio),
+        }
+        for modality, (tower, clips, has) in towers.items():
+            rows = torch.nonzero(has, as_tuple=True)[0]  # samples that have this modality
             if len(rows) == 0:
                 continue
-            out = tower(media[modality][rows].to(self.device)).float().cpu()  # (rows, tokens, D)
+            out = tower(clips[rows].to(self.device)).float().cpu()  # (rows, tokens, D)
             if self.features[modality] is None:
                 self.features[modality] = torch.zeros(len(self), *out.shape[1:])
             index = torch.tensor(list(indices))[rows]
@@ -84,18 +88,21 @@ class TowerFeatureCache:
         for chunk in tqdm(todo, desc="tower features", unit="chunk", disable=not progress or not todo, dynamic_ncols=True):
             self._encode_chunk(chunk)
 
-    def batch(self, indices: Sequence[int]) -> dict:
-        """Collated text of ``indices`` plus ``video_features`` / ``audio_features`` (None if no sample has one)."""
+    def batch(self, indices: Sequence[int]) -> Batch:
+        """A :class:`Batch` of ``indices``: the collated text, ``has_video`` / ``has_audio``, and
+        ``video_features`` / ``audio_features`` ``(B, tokens, D)`` (None if no sample has one) instead of media."""
         for i in indices:
             if not 0 <= i < len(self):
                 raise IndexError(f"index {i} out of range for {len(self)} samples")
             if not self.done[i // self.chunk_size]:
                 self._encode_chunk(i // self.chunk_size)
-        batch = collate_av_batch([self.text[i] for i in indices], self.pad_id)  # no media: video/audio None
+        text = collate_av_batch([self.text[i] for i in indices], self.pad_id)  # no media: video/audio None
         rows = torch.tensor(list(indices), dtype=torch.long)
-        for modality in ("video", "audio"):
-            has = self.has[modality][rows]
-            batch[f"has_{modality}"] = has
-            features = self.features[modality]
-            batch[f"{modality}_features"] = None if features is None or not has.any() else features[rows]
-        return batch
+        has = {modality: self.has[modality][rows] for modality in ("video", "audio")}  # (B,) each
+        features = {}  # modality -> (B, tokens, D), or None if no sample of the batch has it
+        for modality, stored in self.features.items():
+            features[modality] = None if stored is None or not has[modality].any() else stored[rows]
+        return replace(
+            text, has_video=has["video"], has_audio=has["audio"],
+            video_features=features["video"], audio_features=features["audio"],
+        )

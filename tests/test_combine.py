@@ -462,44 +462,44 @@ def test_end_to_end_with_the_real_tokenizer_and_dataset():
     width = 32
     torch.manual_seed(0)
     word_embeddings = torch.nn.Embedding(tokenizer.vocab_size, width)
-    video = torch.randn(int(batch["has_video"].sum()), config.num_video_tokens, width)  # one item per <video>
-    audio = torch.randn(int(batch["has_audio"].sum()), config.num_audio_tokens, width)
+    video = torch.randn(int(batch.has_video.sum()), config.num_video_tokens, width)  # one item per <video>
+    audio = torch.randn(int(batch.has_audio.sum()), config.num_audio_tokens, width)
     out = combine_multimodal_inputs(
-        batch["input_ids"],
-        word_embeddings(batch["input_ids"]),
+        batch.input_ids,
+        word_embeddings(batch.input_ids),
         {tokenizer.video_token_id: video, tokenizer.audio_token_id: audio},
-        attention_mask=batch["attention_mask"],
-        labels=batch["labels"],
+        attention_mask=batch.attention_mask,
+        labels=batch.labels,
         pad_token_id=tokenizer.pad_id,
         max_length=config.language_model.max_sequence_length,
-        sample_ids=batch["id"],
+        sample_ids=batch.id,
     )
 
-    text_lengths = batch["attention_mask"].sum(1)
+    text_lengths = batch.attention_mask.sum(1)
     expected = text_lengths - 2 + num_video + num_audio
     expected[3] = text_lengths[3] - 1 + num_audio
     assert out.lengths.tolist() == expected.tolist()
     for b in range(4):
         real = out.attention_mask[b]
         text_ids = out.input_ids[b, real & (out.modality_map[b] == TEXT)]
-        original = batch["input_ids"][b, batch["attention_mask"][b]]
+        original = batch.input_ids[b, batch.attention_mask[b]]
         # the text reads the same once the placeholders are dropped ...
         assert tokenizer.decode(text_ids) == tokenizer.decode(original[(original != VID) & (original != AUD)])
         # ... and the loss sees exactly the answers of the conversation
         supervised = out.labels[b][out.labels[b] != IGNORE_INDEX]
-        assert torch.equal(supervised, batch["labels"][b][batch["labels"][b] != IGNORE_INDEX])
+        assert torch.equal(supervised, batch.labels[b][batch.labels[b] != IGNORE_INDEX])
         assert "<eos>" in tokenizer.decode(supervised)
     assert torch.equal(out.embeddings[3, real_start(out, 3, AUDIO) : real_start(out, 3, AUDIO) + num_audio], audio[3])
     assert torch.equal(out.embeddings[0][out.modality_map[0] == VIDEO], video[0])
     # the batch is still too long for a tight limit, and the error says which sample
     with pytest.raises(CombineError, match=rf"sample 'synthetic-0-\d'.*{num_video} \+ 1 <audio> x {num_audio}"):
         combine_multimodal_inputs(
-            batch["input_ids"],
-            word_embeddings(batch["input_ids"]),
+            batch.input_ids,
+            word_embeddings(batch.input_ids),
             {tokenizer.video_token_id: video, tokenizer.audio_token_id: audio},
-            attention_mask=batch["attention_mask"],
+            attention_mask=batch.attention_mask,
             max_length=int(expected[:3].min()) - 1,  # every clip with a video is too long
-            sample_ids=batch["id"],
+            sample_ids=batch.id,
         )
 
 

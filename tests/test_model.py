@@ -38,7 +38,7 @@ def batch(tokenizer):
 
 def model_inputs(batch) -> dict:
     keys = ("input_ids", "video", "audio", "labels", "attention_mask")
-    return {k: batch[k] for k in keys}
+    return {k: getattr(batch, k) for k in keys}
 
 
 def test_config_vocabulary_matches_the_tokenizer(tokenizer):
@@ -51,7 +51,7 @@ def test_config_vocabulary_matches_the_tokenizer(tokenizer):
 def test_forward_shapes_and_loss_on_answers_only(model, batch):
     config = model.config
     out = model(**model_inputs(batch))
-    lengths = batch["attention_mask"].sum(1)
+    lengths = batch.attention_mask.sum(1)
     expected = lengths - 2 + config.num_video_tokens + config.num_audio_tokens  # each placeholder becomes its tokens
     assert out.combined.attention_mask.sum(1).tolist() == expected.tolist()
     assert out.logits.shape == (4, int(expected.max()), config.language_model.padded_vocab_size)
@@ -61,7 +61,7 @@ def test_forward_shapes_and_loss_on_answers_only(model, batch):
         out.logits[:, :-1].reshape(-1, out.logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
     )
     torch.testing.assert_close(out.loss, manual)
-    answer_tokens = (batch["labels"] != IGNORE_INDEX).sum()
+    answer_tokens = (batch.labels != IGNORE_INDEX).sum()
     assert (labels != IGNORE_INDEX).sum() == answer_tokens
 
 
@@ -100,8 +100,8 @@ def test_missing_media_for_a_placeholder_is_an_input_error_naming_the_sample(mod
     inputs = model_inputs(batch)
     with pytest.raises(CombineError, match="sample 0 of the batch: has a <video> placeholder but no video was given"):
         model(**{**inputs, "video": None})
-    with pytest.raises(MimoInputError, match=rf"sample {batch['id'][0]!r}: has a <audio> placeholder but no audio"):
-        model(**{**inputs, "audio": None}, sample_ids=batch["id"])
+    with pytest.raises(MimoInputError, match=rf"sample {batch.id[0]!r}: has a <audio> placeholder but no audio"):
+        model(**{**inputs, "audio": None}, sample_ids=batch.id)
 
 
 def test_two_placeholders_of_one_modality_in_a_sample_are_refused(model, batch, tokenizer):
@@ -142,7 +142,7 @@ def test_generate_with_and_without_cache_and_in_a_batch(model, tokenizer, batch)
     for row, p in enumerate(prompts):
         input_ids[row, : len(p)] = torch.tensor(p)
         mask[row, : len(p)] = True
-    video, audio = batch["video"][:2], batch["audio"][:2]
+    video, audio = batch.video[:2], batch.audio[:2]
     cached = model.generate(input_ids, video, audio, mask, max_new_tokens=6, eos_token_id=tokenizer.eos_id)
     fresh = model.generate(input_ids, video, audio, mask, max_new_tokens=6, eos_token_id=tokenizer.eos_id, use_cache=False)
     assert torch.equal(cached, fresh)

@@ -32,13 +32,14 @@ import random
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Subset
 
+from mimo_lib.constants import PAD_TOKEN_ID
 from mimo_lib.data.conversation import IGNORE_INDEX, encode_conversation, validate_turns
 from mimo_lib.data.media import DEFAULT_SAMPLE_RATE, read_audio, read_video_frames
 from mimo_lib.data.synthetic import QUESTION_TYPES, SyntheticConfig, make_sample
@@ -461,64 +462,104 @@ class SyntheticAVDataset(Dataset):
 # --------------------------------------------------------------------------- #
 
 
-def collate_av_batch(samples: Sequence[dict], pad_id: int = 0) -> dict:
-    """Stack samples into a batch.
+@dataclass
+class Batch:
+    """Samples stacked by :func:`collate_av_batch`: what the model, the loss and the evaluation read.
 
-    Returns a dict with:
-        ``video``          (B, T, 3, H, W) uint8, zeros where a sample has no video
-        ``has_video``      (B,) bool
-        ``audio``          (B, N_max) float32, zero-padded on the right
-        ``audio_lengths``  (B,) int64, real samples per row (0 without audio)
-        ``has_audio``      (B,) bool
-        ``input_ids``      (B, L_max) int64 padded with ``pad_id``      (with a tokenizer)
-        ``labels``         (B, L_max) int64 padded with ``IGNORE_INDEX`` (with a tokenizer)
-        ``attention_mask`` (B, L_max) bool, True on real tokens          (with a tokenizer)
-        ``id``, ``question_type``, ``conversations``: lists
+    A field a batch does not have is None (no sample has a video; samples without a tokenizer have no
+    ``input_ids``), never missing. :class:`~mimo_lib.feature_cache.TowerFeatureCache` gives the same
+    type with ``video_features`` / ``audio_features`` instead of ``video`` / ``audio``.
     """
+
+    id: list[str]  # sample ids, for error messages and reports
+    question_type: list[str | None]  # each sample's question type (None where the annotation has none)
+    conversations: list[list[dict]]  # each sample's turns, LLaVA's {"from", "value"} dicts
+    has_video: torch.Tensor  # (B,) bool: the sample has a video
+    has_audio: torch.Tensor  # (B,) bool: the sample has audio
+    video: torch.Tensor | None = None  # (B, T, 3, H, W) uint8, black where not has_video; None if no sample has one
+    audio: torch.Tensor | None = None  # (B, N_max) float32, zero-padded on the right; None if no sample has audio
+    input_ids: torch.Tensor | None = None  # (B, L_max) int64, right-padded with pad_id; None without a tokenizer
+    labels: torch.Tensor | None = None  # (B, L_max) int64: answers only, IGNORE_INDEX elsewhere and on padding
+    attention_mask: torch.Tensor | None = None  # (B, L_max) bool, True on real tokens
+    video_features: torch.Tensor | None = None  # (B, Nv, Dv) vision tower outputs, used instead of video
+    audio_features: torch.Tensor | None = None  # (B, Na, Da) audio tower outputs, used instead of audio
+
+    def to(self, device: str | torch.device) -> Batch:
+        """The same batch with every tensor on ``device`` (lists stay as they are)."""
+        tensors = {f.name: getattr(self, f.name) for f in fields(self)}
+        moved = {name: value.to(device) for name, value in tensors.items() if isinstance(value, torch.Tensor)}
+        return replace(self, **moved)
+
+    # Temporary dict-style access, so that code written for the dict this used to be keeps working
+    # while it moves to attributes (train.py, evaluate.py, benchmarks/forward_backward.py, the chapters).
+    # Remove once nothing reads ``batch["..."]``.
+
+    def __getitem__(self, key: str):
+        if key not in self.keys():
+            raise KeyError(f"a Batch has no field {key!r}; its fields are {', '.join(self.keys())}")
+        return getattr(self, key)
+
+    def get(self, key: str, default=None):
+        return getattr(self, key) if key in self.keys() else default
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self)]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(key, getattr(self, key)) for key in self.keys()]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.keys()
+
+
+def check_same_video_shape(samples: Sequence[dict]) -> None:
+    """Videos of one batch are stacked, so they must share ``(T, 3, H, W)``."""
+    shapes = {tuple(s["video"].shape) for s in samples if s.get("video") is not None}
+    if len(shapes) > 1:
+        detail = ", ".join(f"{s['id']}: {tuple(s['video'].shape)}" for s in samples if s.get("video") is not None)
+        raise DatasetFormatError(
+            f"videos in one batch differ in shape ({detail}); "
+            "set num_frames and image_size so every clip is resized alike"
+        )
+
+
+def collate_av_batch(samples: Sequence[dict], pad_id: int = PAD_TOKEN_ID) -> Batch:
+    """Stack samples into a :class:`Batch`: videos stacked (black frames where a sample has none), audio
+    zero-padded on the right to the longest clip, token ids right-padded with ``pad_id`` and labels with
+    ``IGNORE_INDEX`` (when the samples are tokenized)."""
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
-    batch: dict[str, Any] = {
-        "id": [s["id"] for s in samples],
-        "question_type": [s.get("question_type") for s in samples],
-        "conversations": [s["conversations"] for s in samples],
-    }
-
+    check_same_video_shape(samples)
+    B = len(samples)
     videos = [s.get("video") for s in samples]
-    shapes = {tuple(v.shape) for v in videos if v is not None}
-    if len(shapes) > 1:
-        detail = ", ".join(f"{s['id']}: {tuple(v.shape)}" for s, v in zip(samples, videos) if v is not None)
-        raise DatasetFormatError(
-            f"videos in one batch differ in shape ({detail}); set num_frames and image_size so every clip is resized alike"
-        )
-    if shapes:
-        (shape,) = shapes
-        batch["video"] = torch.stack([v if v is not None else torch.zeros(shape, dtype=torch.uint8) for v in videos])
-    else:
-        batch["video"] = None
-    batch["has_video"] = torch.tensor([v is not None for v in videos])
-
     audios = [s.get("audio") for s in samples]
-    lengths = torch.tensor([0 if a is None else a.shape[0] for a in audios], dtype=torch.long)
-    if any(a is not None for a in audios):
-        audio = torch.zeros(len(samples), int(lengths.max()), dtype=torch.float32)  # (B, N_max)
+    batch = Batch(
+        id=[s["id"] for s in samples],
+        question_type=[s.get("question_type") for s in samples],
+        conversations=[s["conversations"] for s in samples],
+        has_video=torch.tensor([v is not None for v in videos]),  # (B,)
+        has_audio=torch.tensor([a is not None for a in audios]),  # (B,)
+    )
+
+    if batch.has_video.any():
+        shape = next(v.shape for v in videos if v is not None)  # (T, 3, H, W)
+        batch.video = torch.stack([v if v is not None else torch.zeros(shape, dtype=torch.uint8) for v in videos])
+
+    if batch.has_audio.any():
+        longest = max(a.shape[0] for a in audios if a is not None)
+        batch.audio = torch.zeros(B, longest, dtype=torch.float32)  # (B, N_max)
         for row, a in enumerate(audios):
             if a is not None:
-                audio[row, : a.shape[0]] = a
-        batch["audio"] = audio
-    else:
-        batch["audio"] = None
-    batch["audio_lengths"] = lengths
-    batch["has_audio"] = torch.tensor([a is not None for a in audios])
+                batch.audio[row, : a.shape[0]] = a
 
     if all("input_ids" in s for s in samples):
         max_len = max(s["input_ids"].shape[0] for s in samples)
-        input_ids = torch.full((len(samples), max_len), pad_id, dtype=torch.long)  # (B, L)
-        labels = torch.full((len(samples), max_len), IGNORE_INDEX, dtype=torch.long)  # (B, L)
-        attention_mask = torch.zeros(len(samples), max_len, dtype=torch.bool)  # (B, L)
+        batch.input_ids = torch.full((B, max_len), pad_id, dtype=torch.long)  # (B, L)
+        batch.labels = torch.full((B, max_len), IGNORE_INDEX, dtype=torch.long)  # (B, L)
+        batch.attention_mask = torch.zeros(B, max_len, dtype=torch.bool)  # (B, L)
         for row, s in enumerate(samples):
             n = s["input_ids"].shape[0]
-            input_ids[row, :n] = s["input_ids"]
-            labels[row, :n] = s["labels"]
-            attention_mask[row, :n] = True
-        batch.update(input_ids=input_ids, labels=labels, attention_mask=attention_mask)
+            batch.input_ids[row, :n] = s["input_ids"]
+            batch.labels[row, :n] = s["labels"]
+            batch.attention_mask[row, :n] = True
     return batch
