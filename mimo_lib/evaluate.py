@@ -27,22 +27,27 @@ far (the reference answers, not the model's) as its context.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch.utils.data import Dataset, Subset
+# Not the user's business: torch's note about CUDA_HOME on a machine without a CUDA runtime.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
-from mimo_lib.config import MIMOConfig
-from mimo_lib.constants import HELD_OUT_SEED_OFFSET  # held-out synthetic clips: seed + this
-from mimo_lib.data.conversation import IGNORE_INDEX, encode_conversation
-from mimo_lib.data.dataset import AVFolderDataset, SyntheticAVDataset, collate_av_batch
-from mimo_lib.data.synthetic import ALL_QUESTION_TYPES, QUESTION_TYPES, synthetic_config_for
-from mimo_lib.errors import MimoInputError
-from mimo_lib.model import MIMOModel
-from mimo_lib.tokenizer import Tokenizer
+import torch  # noqa: E402
+from torch.utils.data import Dataset, Subset  # noqa: E402
+
+from mimo_lib.config import MIMOConfig  # noqa: E402
+from mimo_lib.constants import HELD_OUT_SEED_OFFSET  # noqa: E402  (held-out synthetic clips: seed + this)
+from mimo_lib.data.conversation import IGNORE_INDEX, encode_conversation  # noqa: E402
+from mimo_lib.data.dataset import AVFolderDataset, SyntheticAVDataset, collate_av_batch, split_dataset  # noqa: E402
+from mimo_lib.data.synthetic import ALL_QUESTION_TYPES, QUESTION_TYPES, synthetic_config_for  # noqa: E402
+from mimo_lib.errors import MimoInputError  # noqa: E402
+from mimo_lib.model import MIMOModel  # noqa: E402
+from mimo_lib.tokenizer import Tokenizer  # noqa: E402
 
 UNTYPED = "untyped"  # column for folder samples without a question_type
 ALL = "all"
@@ -65,6 +70,7 @@ def build_dataset(
     num_turns: int = 1,
     follow_up_types: Sequence[str] | None = None,
     false_claim_attributes: Sequence[str] | None = None,
+    allow_missing_audio: bool = False,
 ) -> Dataset:
     """The data ``config``'s model reads: frames, image size, clip length and sample rate fitted to it.
 
@@ -88,6 +94,7 @@ def build_dataset(
         sample_rate=config.audio.sample_rate,
         audio_duration_s=config.audio.clip_duration_s,
         tokenizer=tokenizer,
+        allow_missing_audio=allow_missing_audio,
     )
 
 
@@ -209,10 +216,17 @@ def evaluate_accuracy(
 # --------------------------------------------------------------------------- #
 
 
+def _with(batch, key: str, value):
+    """A copy of ``batch`` (a dict or a ``Batch`` dataclass) with ``key`` replaced."""
+    if dataclasses.is_dataclass(batch):
+        return dataclasses.replace(batch, **{key: value})
+    return {**batch, key: value}
+
+
 def _zero(key: str) -> MediaTransform:
     def transform(batch: dict) -> dict:
         if batch[key] is not None:
-            batch = {**batch, key: torch.zeros_like(batch[key])}  # black frames / silence
+            batch = _with(batch, key, torch.zeros_like(batch[key]))  # black frames / silence
         return batch
 
     return transform
@@ -238,7 +252,7 @@ def _shuffle(key: str, has_key: str) -> MediaTransform:
         shuffled = media.clone()
         for r in rows:
             shuffled[r] = media[donor[batch["id"][r]]]
-        return {**batch, key: shuffled}
+        return _with(batch, key, shuffled)
 
     return transform
 
@@ -294,12 +308,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--load", type=Path, required=True, help="model folder, run folder or step folder")
     parser.add_argument(
-        "--data-path", default="synthetic", help="'synthetic' (held-out clips) or a dataset folder (default: synthetic)"
+        "--data-path", default=None,
+        help="'synthetic' (held-out clips) or a dataset folder (default: the run's own data, as its checkpoint "
+        "records it: a folder run's held-out validation split, else held-out synthetic clips)",
+    )
+    parser.add_argument(
+        "--valid-fraction", type=float, default=None,
+        help="score only the validation split a folder run held out with this fraction (default: the run's own)",
+    )
+    parser.add_argument(
+        "--allow-missing-audio", action="store_true",
+        help="a folder video without a sound track is heard as silence (with a warning) instead of an error",
     )
     parser.add_argument("--num-samples", type=int, default=100, help="samples to ask about (default: 100)")
     parser.add_argument(
-        "--seed", type=int, default=HELD_OUT_SEED_OFFSET,
-        help="synthetic clips' seed (default: %(default)s, the held-out set of a run trained with --seed 0)",
+        "--seed", type=int, default=None,
+        help="synthetic clips' seed (default: the run's seed + HELD_OUT_SEED_OFFSET, clips it never trained on); "
+        "for a folder: the seed of the validation split (default: the run's)",
     )
     parser.add_argument(
         "--question-types", default=",".join(QUESTION_TYPES),
@@ -311,9 +336,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from mimo_lib.checkpoint import CheckpointError, load_model, load_tokenizer
+def run_data(args: argparse.Namespace, train_config: dict | None) -> tuple[str, float, int]:
+    """``(data path, validation fraction, seed)`` to evaluate on: the flags, else what the run recorded.
 
+    A folder run scores its held-out validation split (the samples :func:`split_dataset` held out in
+    training, from the run's ``valid_fraction`` and ``seed``); without one, every sample of the folder (the
+    output says so). Synthetic data is drawn with the run's seed + ``HELD_OUT_SEED_OFFSET``: clips the run
+    never trained on.
+    """
+    recorded = train_config or {}
+    data_path = args.data_path or recorded.get("data_path") or "synthetic"
+    if not isinstance(data_path, str):
+        data_path = "synthetic"
+    run_seed = recorded.get("seed") if isinstance(recorded.get("seed"), int) else 0
+    if data_path == "synthetic":
+        return data_path, 0.0, args.seed if args.seed is not None else run_seed + HELD_OUT_SEED_OFFSET
+    fraction = args.valid_fraction
+    if fraction is None:
+        recorded_fraction = recorded.get("valid_fraction") if data_path == recorded.get("data_path") else None
+        fraction = recorded_fraction if isinstance(recorded_fraction, (int, float)) else 0.0
+    return data_path, float(fraction), args.seed if args.seed is not None else run_seed
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     types = [t.strip() for t in args.question_types.split(",") if t.strip()]
@@ -322,17 +367,36 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--question-types: unknown {unknown or 'empty list'}; choose from {ALL_QUESTION_TYPES}")
     if args.num_samples < 1 or args.batch_size < 1:
         parser.error("--num-samples and --batch-size must be at least 1")
+    if args.valid_fraction is not None and not 0 <= args.valid_fraction < 1:
+        parser.error(f"--valid-fraction must be at least 0 and below 1 (got {args.valid_fraction})")
+    if args.seed is not None and args.seed < 0:
+        parser.error(f"--seed must be at least 0 (got {args.seed})")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
+
+    from mimo_lib.checkpoint import load_model, load_tokenizer, read_train_config
+
     try:
         model = load_model(args.load, args.device)
         tokenizer = load_tokenizer(args.load)
-        dataset = evaluation_subset(
-            build_dataset(args.data_path, model.config, tokenizer, args.num_samples, args.seed, types), args.num_samples
+        data_path, fraction, seed = run_data(args, read_train_config(args.load))
+        dataset = build_dataset(
+            data_path, model.config, tokenizer, args.num_samples, seed, types,
+            allow_missing_audio=args.allow_missing_audio,
         )
-    except (CheckpointError, MimoInputError, FileNotFoundError) as error:
+        what = data_path
+        if data_path != "synthetic":
+            _, valid = split_dataset(dataset, fraction, seed)
+            if valid is not None:
+                dataset, what = valid, f"{data_path} (the validation split: {fraction:g} held out, seed {seed})"
+            else:
+                what = f"{data_path} (no validation split was held out: these may be training samples)"
+        dataset = evaluation_subset(dataset, args.num_samples)
+        conditions = ("original",) if args.no_ablations else tuple(ABLATIONS)
+        results = run_ablations(model, dataset, tokenizer, args.batch_size, conditions)
+    except (MimoInputError, FileNotFoundError) as error:
         parser.error(str(error))
-    conditions = ("original",) if args.no_ablations else tuple(ABLATIONS)
-    results = run_ablations(model, dataset, tokenizer, args.batch_size, conditions)
-    print(f"exact-match accuracy on {len(dataset)} samples from {args.data_path} ({args.load})")
+    print(f"exact-match accuracy on {len(dataset)} samples from {what} ({args.load})")
     print(format_table(results))
     return 0
 

@@ -1,11 +1,11 @@
 """Ask a trained model about a clip: ``python -m mimo_lib.generate --load CKPT --video clip.mp4 --prompt "..."``.
 
 The clip is read the way the training data was: ``num_frames`` frames spread
-over the whole video and resized to the model's image size; the audio (the
-video's own track, or ``--audio FILE``) mixed to mono, resampled to the
-model's rate and cropped or zero-padded to its clip length with the dataset's
-rule (:func:`mimo_lib.data.dataset.fit_audio_length`). The prompt gets the
-``<video>`` and ``<audio>`` placeholders in front, exactly as in training::
+over the whole video, resized and centre-cropped to the model's image size; the
+audio (the video's own track, or ``--audio FILE``) mixed to mono, resampled to
+the model's rate and cropped or zero-padded to its clip length with the
+dataset's rule (:func:`mimo_lib.data.dataset.fit_audio_length`). The prompt gets
+the ``<video>`` and ``<audio>`` placeholders in front, exactly as in training::
 
     <bos>User: <video>
     <audio>
@@ -13,35 +13,45 @@ rule (:func:`mimo_lib.data.dataset.fit_audio_length`). The prompt gets the
     Assistant:
 
 and the answer (greedy, or sampled with ``--do-sample``) is printed alone on stdout.
+
+* Several ``--prompt`` flags ask several questions about the same clip: one answer per line.
+* ``--questions FILE.jsonl`` asks many, one JSON object per line, ``{"prompt": ..., "video": ..., "audio": ...}``
+  (media paths relative to the file; ``"no_audio": true`` for a video-only question); each answer is
+  printed as a JSON line ``{"prompt": ..., "answer": ...}``.
+* ``--no-audio`` asks about the video alone, even when it has sound.
+* An answer ends at ``<eos>``; a model that does not stop (the toy model on a question unlike its
+  training, e.g. about a sound alone) is cut where it starts repeating a sentence.
+* ``--max-new-tokens`` that does not fit in the model's ``max_sequence_length`` after the prompt is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import re
 import sys
-import warnings
+import unicodedata
 from pathlib import Path
 
-import torch
+# Not the user's business: torch's note about CUDA_HOME on a machine without a CUDA runtime.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
-from mimo_lib.checkpoint import CheckpointError, load_model, load_tokenizer
-from mimo_lib.data.conversation import build_prompt
-from mimo_lib.data.dataset import fit_audio_length
-from mimo_lib.data.media import read_audio, read_video_frames
-from mimo_lib.errors import MimoInputError
-from mimo_lib.evaluate import decode_answer
-from mimo_lib.model import MIMOModel
-from mimo_lib.tokenizer import Tokenizer
+PROG = "python -m mimo_lib.generate"
 
 
-def read_media(
-    config, video_path: Path | None, audio_path: Path | None
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """``(video (T, 3, H, W) uint8 or None, audio (N,) float32 or None)`` fitted to the model's config."""
+def read_media(config, video_path: Path | None, audio_path: Path | None, use_video_audio: bool = True):
+    """``(video (T, 3, H, W) uint8 or None, audio (N,) float32 or None)`` fitted to the model's config.
+
+    ``use_video_audio=False``: the video's own sound track is not used (a question about the picture alone).
+    """
+    from mimo_lib.data.dataset import fit_audio_length
+    from mimo_lib.data.media import read_audio, read_video_frames
+
     video = audio = None
     if video_path is not None:
         video = read_video_frames(video_path, config.vision.num_frames, config.vision.image_size)
-    source = audio_path or video_path
+    source = audio_path or (video_path if use_video_audio else None)
     if source is not None:
         # A video without sound gives silence (with a warning) rather than no answer at all.
         audio = read_audio(source, config.audio.sample_rate, allow_missing_audio=audio_path is None)
@@ -49,12 +59,26 @@ def read_media(
     return video, audio
 
 
+def check_answer_fits(config, prompt_length: int, with_video: bool, with_audio: bool, max_new_tokens: int) -> None:
+    """Refuse ``max_new_tokens`` that would run past the model's ``max_sequence_length``."""
+    from mimo_lib.errors import MimoInputError
+
+    used = prompt_length - int(with_video) - int(with_audio)  # each placeholder becomes the modality's tokens
+    used += config.num_video_tokens * int(with_video) + config.num_audio_tokens * int(with_audio)
+    room = config.language_model.max_sequence_length - used
+    if max_new_tokens > room:
+        raise MimoInputError(
+            f"--max-new-tokens {max_new_tokens} does not fit: the prompt and media take {used} of the model's "
+            f"{config.language_model.max_sequence_length} positions, so at most {max(room, 0)} new tokens can follow"
+        )
+
+
 def answer(
-    model: MIMOModel,
-    tokenizer: Tokenizer,
+    model,
+    tokenizer,
     question: str,
-    video: torch.Tensor | None = None,
-    audio: torch.Tensor | None = None,
+    video=None,
+    audio=None,
     max_new_tokens: int = 32,
     do_sample: bool = False,
     temperature: float = 1.0,
@@ -62,9 +86,16 @@ def answer(
     seed: int = 0,
 ) -> str:
     """The model's answer to ``question`` about one clip (either modality may be missing)."""
+    import torch
+
+    from mimo_lib.data.conversation import build_prompt
+    from mimo_lib.errors import MimoInputError
+    from mimo_lib.evaluate import decode_answer
+
     if "<video>" in question or "<audio>" in question:
         raise MimoInputError("leave <video> and <audio> out of the prompt: they are added for the media given")
     prompt = build_prompt(tokenizer, question, with_video=video is not None, with_audio=audio is not None)
+    check_answer_fits(model.config, len(prompt), video is not None, audio is not None, max_new_tokens)
     device = next(model.parameters()).device
     input_ids = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, L)
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -82,14 +113,46 @@ def answer(
     return decode_answer(tokenizer, new_tokens[0].tolist())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m mimo_lib.generate", description="Answer a question about a video (and its sound)."
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s*")
+
+
+def stop_at_repetition(text: str) -> str:
+    """Cut an answer where it starts repeating a sentence (``"That is a flute. That is a flute...."``)."""
+    kept: list[str] = []
+    for sentence in (s.strip() for s in _SENTENCE_END.split(text)):
+        if not sentence:
+            continue
+        if sentence in kept or not any(c.isalnum() for c in sentence):
+            break
+        kept.append(sentence)
+    return " ".join(kept) if kept else text.strip()
+
+
+def readable(text: str, encoding: str | None = None) -> str:
+    """Text safe to print: control characters (an untrained model's byte tokens) shown as escapes, and
+    characters the terminal's encoding lacks as ``\\uXXXX``, so no raw invalid bytes reach the terminal."""
+    shown = "".join(
+        c if c == " " or unicodedata.category(c)[0] != "C" else c.encode("unicode_escape").decode("ascii")
+        for c in text
     )
+    encoding = encoding or getattr(sys.stdout, "encoding", None) or "utf-8"
+    return shown.encode(encoding, errors="backslashreplace").decode(encoding)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Answer questions about a video (and its sound).")
     parser.add_argument("--load", type=Path, required=True, help="model folder, run folder or step folder")
     parser.add_argument("--video", type=Path, default=None, help="a video file (mp4, ...)")
     parser.add_argument("--audio", type=Path, default=None, help="an audio file to use instead of the video's track")
-    parser.add_argument("--prompt", required=True, help='the question, e.g. "What instrument is playing?"')
+    parser.add_argument("--no-audio", action="store_true", help="ask about the video alone, without its sound track")
+    parser.add_argument(
+        "--prompt", action="append", default=None,
+        help='a question, e.g. "What instrument is playing?"; repeat the flag to ask several (one answer per line)',
+    )
+    parser.add_argument(
+        "--questions", type=Path, default=None,
+        help='a JSONL file of questions: {"prompt": ..., "video": ..., "audio": ..., "no_audio": false} per line',
+    )
     parser.add_argument("--max-new-tokens", type=int, default=32, help="longest answer, in tokens (default: 32)")
     parser.add_argument("--do-sample", action="store_true", help="sample instead of taking the most likely token")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
@@ -99,31 +162,106 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.video is None and args.audio is None:
-        parser.error("give --video (its sound is used too) and/or --audio")
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Everything about the command line that can be checked before loading anything."""
+    if (args.prompt is None) == (args.questions is None):
+        parser.error("give --prompt (one or more) or --questions FILE.jsonl")
+    if args.questions is None and args.video is None and args.audio is None:
+        parser.error("give --video (its sound is used too, unless --no-audio) and/or --audio")
+    if args.no_audio and args.audio is not None:
+        parser.error("--no-audio and --audio contradict each other; give one")
+    if args.no_audio and args.video is None and args.questions is None:
+        parser.error("--no-audio needs --video")
+    if args.questions is not None and (args.video is not None or args.audio is not None):
+        parser.error("--questions names its media per line; leave out --video and --audio")
     if args.max_new_tokens < 1:
         parser.error(f"--max-new-tokens must be at least 1 (got {args.max_new_tokens})")
     if args.do_sample and not args.temperature > 0:
         parser.error(f"--temperature must be positive (got {args.temperature})")
     if args.top_k is not None and args.top_k < 1:
         parser.error(f"--top-k must be at least 1 (got {args.top_k})")
+    if args.seed < 0:
+        parser.error(f"--seed must be at least 0 (got {args.seed})")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
+
+
+def read_questions(path: Path) -> list[dict]:
+    """The questions of a ``--questions`` file, each checked: ``{"prompt", "video", "audio", "no_audio", "where"}``."""
+    from mimo_lib.data.dataset import read_annotation_text
+    from mimo_lib.errors import DatasetFormatError
+
+    if not path.is_file():
+        raise DatasetFormatError(f"--questions {path}: file not found")
+    questions = []
+    for number, line in enumerate(read_annotation_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            raise DatasetFormatError(f"{where}: not a JSON object; each line must be one question") from None
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str) or not record["prompt"].strip():
+            raise DatasetFormatError(f'{where}: each line must be an object with a "prompt" string')
+        unknown = set(record) - {"prompt", "video", "audio", "no_audio"}
+        if unknown:
+            raise DatasetFormatError(f"{where}: unknown keys {sorted(unknown)}; use prompt, video, audio, no_audio")
+        media = {}
+        for key in ("video", "audio"):
+            value = record.get(key)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise DatasetFormatError(f'{where}: "{key}" must be a file name')
+            media[key] = None if value is None else (path.parent / value if not Path(value).is_absolute() else Path(value))
+        if media["video"] is None and media["audio"] is None:
+            raise DatasetFormatError(f'{where}: give "video" and/or "audio"')
+        questions.append({"prompt": record["prompt"], **media, "no_audio": bool(record.get("no_audio")), "where": where})
+    if not questions:
+        raise DatasetFormatError(f"--questions {path}: no questions found")
+    return questions
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+
+    import warnings
+
+    from mimo_lib.checkpoint import load_model, load_tokenizer
+    from mimo_lib.errors import MimoInputError
+
+    def ask(model, tokenizer, prompt, video, audio) -> str:
+        text = answer(
+            model, tokenizer, prompt, video, audio, args.max_new_tokens, args.do_sample, args.temperature,
+            args.top_k, args.seed,
+        )
+        return readable(stop_at_repetition(text))
+
     try:
         model = load_model(args.load, args.device)
         tokenizer = load_tokenizer(args.load)
         with warnings.catch_warnings():
             warnings.simplefilter("always")  # a missing audio track is worth a line on stderr
-            video, audio = read_media(model.config, args.video, args.audio)
-        text = answer(
-            model, tokenizer, args.prompt, video, audio, args.max_new_tokens, args.do_sample, args.temperature,
-            args.top_k, args.seed,
-        )
-    except (CheckpointError, MimoInputError, FileNotFoundError) as error:
+            if args.questions is None:
+                video, audio = read_media(model.config, args.video, args.audio, use_video_audio=not args.no_audio)
+                for prompt in args.prompt:
+                    print(ask(model, tokenizer, prompt, video, audio), flush=True)
+                return 0
+            questions = read_questions(args.questions)
+            for q in questions:
+                try:
+                    video, audio = read_media(model.config, q["video"], q["audio"], use_video_audio=not q["no_audio"])
+                except MimoInputError as error:
+                    raise MimoInputError(f"{q['where']}: {error}") from None
+                text = ask(model, tokenizer, q["prompt"], video, audio)
+                print(json.dumps({"prompt": q["prompt"], "answer": text}, ensure_ascii=False), flush=True)
+    except (MimoInputError, FileNotFoundError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 1
-    print(text)
+        return 2
     return 0
 
 
