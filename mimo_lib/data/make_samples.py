@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from pathlib import Path
 
-import numpy as np
-import torch
-import torchaudio
+# Not the user's business: torch's note about CUDA_HOME on a machine without a CUDA runtime.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
-from mimo_lib.data.media import write_audio, write_video
-from mimo_lib.data.synthetic import (
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torchaudio  # noqa: E402
+
+from mimo_lib.data.media import write_audio, write_video  # noqa: E402
+from mimo_lib.data.synthetic import (  # noqa: E402
     INSTRUMENTS,
     PITCHES,
     QUESTION_TYPES,
@@ -105,10 +109,13 @@ def make_samples(out_dir: str | Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mimo_lib.data.make_samples", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="data_samples", help="folder to write (default: ./data_samples)")
     args = parser.parse_args(argv)
-    records = make_samples(args.out)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {out} is a file; pass a folder to write the samples into")
+    records = make_samples(out)
     total = sum(f.stat().st_size for f in Path(args.out).iterdir() if f.is_file())
     print(f"wrote {len(records)} samples to {args.out} ({total / 1e6:.2f} MB)")
 
