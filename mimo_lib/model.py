@@ -28,6 +28,7 @@ from mimo_lib.config import MIMOConfig
 from mimo_lib.errors import CombineError
 from mimo_lib.language_model import GPTLanguageModel, generate
 from mimo_lib.projector import ModalityProjector
+from mimo_lib.towers import load_tower_weights
 from mimo_lib.vision_tower import build_vision_tower
 
 #: The parts of the model, by the names ``set_trainable`` and checkpoints use.
@@ -275,8 +276,6 @@ class MIMOModel(nn.Module):
 
     def load_towers(self, vision_path: str | Path | None = None, audio_path: str | Path | None = None) -> None:
         """Load pretrained tower weights (safetensors files written by ``mimo_lib.pretrain_towers``)."""
-        from mimo_lib.pretrain_towers import load_tower_weights
-
         if vision_path is not None:
             load_tower_weights(self.vision_tower, vision_path, "vision_tower")
         if audio_path is not None:
