@@ -23,6 +23,7 @@ from mimo_lib.config import MIMOConfig
 from mimo_lib.constants import AUDIO_TOKEN_ID, PAD_TOKEN_ID, VIDEO_TOKEN_ID
 from mimo_lib.data.conversation import IGNORE_INDEX, encode_conversation
 from mimo_lib.data.dataset import SyntheticAVDataset, collate_av_batch
+from mimo_lib.errors import MimoInputError
 from mimo_lib.tokenizer import Tokenizer
 
 VID, AUD, PAD = VIDEO_TOKEN_ID, AUDIO_TOKEN_ID, PAD_TOKEN_ID  # MIMOConfig's ids, from the tokenizer's table
@@ -427,6 +428,18 @@ def test_bad_arguments():
         )
     with pytest.raises(ValueError, match="must be one of"):
         combine_multimodal_inputs(input_ids, text, items, modality_names={VID: "smell"})
+
+
+def test_data_errors_are_input_errors_and_wrong_settings_are_bugs():
+    """What the user's data can cause is a MimoInputError (one line from the CLIs); a wrong call is a plain bug."""
+    input_ids, text, items, mask, labels = small_batch()
+    with pytest.raises(MimoInputError, match="no audio embeddings"):  # a prompt with <audio> but no sound
+        combine_multimodal_inputs(input_ids, text, {VID: items[VID]}, attention_mask=mask)
+    with pytest.raises(MimoInputError, match="longer than max_length"):
+        combine_multimodal_inputs(input_ids, text, items, attention_mask=mask, max_length=2)
+    with pytest.raises(ValueError, match="padding_side") as caught:
+        combine_multimodal_inputs(input_ids, text, items, padding_side="middle")
+    assert not isinstance(caught.value, MimoInputError)
 
 
 def test_custom_placeholder_ids():
