@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -156,6 +157,34 @@ def test_cpu_adaptations_are_installed_without_cuda(report) -> None:
         "on_cpu": True, "rotary": "CPURotaryEmbedding", "buffer": "CPUGlobalMemoryBuffer", "is_adapter": True
     }
 
+
+
+# ----------------------------------------------------------------------------- the throughput benchmark
+
+
+def test_benchmark_flops_count_for_the_1b_preset() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from megatron_throughput import model_flops_per_token
+
+    config = get_preset("gpt-1b").language_model
+    # 6 x (18 layers x (4 D^2 + 3 D F) + V D) + 12 x 18 x D x S
+    d, f, v = 2048, 5632, 32_000
+    expected = 6 * (18 * (4 * d * d + 3 * d * f) + v * d) + 12 * 18 * d * 2048
+    assert model_flops_per_token(config, 2048) == expected
+    assert 6.5e9 < expected < 7.0e9  # about 6 x 1.06B plus attention
+
+
+@pytest.mark.skipif(not HAVE_MEGATRON, reason="megatron-core is not installed")
+def test_benchmark_tiny_mode_runs_on_the_cpu() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "megatron_throughput.py"), "--tiny"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    r = json.loads(result.stdout.strip().splitlines()[-1])
+    assert r["preset"] == "tiny" and r["precision"] == "fp32" and r["device"] == "cpu"
+    assert r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1 and r["peak_memory_gib_rank0"] > 0
+    assert r["first_loss"] == pytest.approx(5.94, abs=0.3)  # about ln(359): random init, random tokens
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
