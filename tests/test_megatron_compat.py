@@ -167,6 +167,25 @@ def test_a_wrong_qkv_layout_is_detected(report: dict) -> None:
     assert report["wrong_qkv_layout_max_abs_diff"] > 1e-2
 
 
+
+def test_cpu_adaptations_apply_only_without_cuda(monkeypatch) -> None:
+    """With CUDA present, weights are made on the device and no CPU buffer is installed (nothing is patched)."""
+    import torch
+
+    from mimo_lib import megatron_compat as mc
+
+    assert mc.on_cpu() == (not torch.cuda.is_available())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert not mc.on_cpu()
+    assert mc.megatron_transformer_config(SMALL).use_cpu_initialization is False
+    before = mc.parallel_state._GLOBAL_MEMORY_BUFFER
+    mc.install_cpu_memory_buffer()
+    assert mc.parallel_state._GLOBAL_MEMORY_BUFFER is before
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert mc.megatron_transformer_config(SMALL).use_cpu_initialization is True
+    bf16 = mc.megatron_transformer_config(SMALL, params_dtype=torch.bfloat16)
+    assert bf16.params_dtype == torch.bfloat16 and bf16.bf16
+
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     print(json.dumps(compare_in_this_process()))
