@@ -26,7 +26,8 @@ from mimo_lib.audio_tower import build_audio_tower
 from mimo_lib.combine import CombinedInputs, combine_multimodal_inputs, sample_name
 from mimo_lib.config import MIMOConfig
 from mimo_lib.errors import CombineError
-from mimo_lib.language_model import GPTLanguageModel, generate
+from mimo_lib.language_backends import build_language_model
+from mimo_lib.language_model import generate
 from mimo_lib.projector import ModalityProjector
 from mimo_lib.towers import load_tower_weights
 from mimo_lib.vision_tower import build_vision_tower
@@ -82,7 +83,8 @@ class MIMOOutput:
 class MIMOModel(nn.Module):
     """Audio-video-language model: ``forward(video, audio, input_ids, labels)`` → logits and loss."""
 
-    def __init__(self, config: MIMOConfig) -> None:
+    def __init__(self, config: MIMOConfig, backend: str = "local") -> None:
+        """``backend``: the language model's, ``"local"`` or ``"megatron"`` (see :mod:`mimo_lib.language_backends`)."""
         super().__init__()
         self.config = config
         self.vision_tower = build_vision_tower(config.vision)
@@ -96,7 +98,7 @@ class MIMOModel(nn.Module):
         self.audio_projector = ModalityProjector(
             self.audio_tower.output_size, width, config.projector.audio_token_compression, config.projector.projector_type
         )
-        self.language_model = GPTLanguageModel(config.language_model)
+        self.language_model = build_language_model(config.language_model, backend)
 
     # ------------------------------------------------------------------ modalities and encoders
 
