@@ -110,53 +110,88 @@ def pool_sequence(x: torch.Tensor, audio_seq_len: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- #
-# The transformer block (pre-norm, bidirectional)
+# The encoder layer (pre-norm, bidirectional), with Whisper's parameter names
 # --------------------------------------------------------------------------- #
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention over the whole clip (no causal mask: an encoder sees past and future)."""
+class AudioAttention(nn.Module):
+    """Multi-head self-attention over the whole clip (no causal mask: an encoder sees past and future).
+
+    Four projections named as Whisper's (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``). Whisper's
+    ``k_proj`` has no bias; ours has one, which changes nothing: a key bias adds the same number to every
+    score of a query, and softmax ignores that. Load Whisper weights with a zero key bias.
+    """
 
     def __init__(self, hidden_size: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
-        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
-        self.proj = nn.Linear(hidden_size, hidden_size)
+        self.q_proj = nn.Linear(hidden_size, hidden_size)
+        self.k_proj = nn.Linear(hidden_size, hidden_size)
+        self.v_proj = nn.Linear(hidden_size, hidden_size)
+        self.out_proj = nn.Linear(hidden_size, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, dim = x.shape  # (B, S, D)
-        qkv = self.qkv(x).reshape(batch, length, 3, self.num_heads, dim // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, S, head_dim)
+        q, k, v = (
+            proj(x).view(batch, length, self.num_heads, dim // self.num_heads).transpose(1, 2)  # (B, heads, S, hd)
+            for proj in (self.q_proj, self.k_proj, self.v_proj)
+        )
         out = F.scaled_dot_product_attention(q, k, v, is_causal=False)  # (B, heads, S, head_dim)
-        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))  # (B, S, D)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, dim))  # (B, S, D)
 
 
-class MLP(nn.Module):
-    """Linear -> GELU -> Linear, as Whisper and BEATs."""
+#: Parameter names of the audio layers before they took Whisper's (checkpoints written until 2026-11):
+#: old prefix -> new prefix. ``attn.qkv`` (one fused projection) is split into q/k/v by :func:`upgrade_layer_keys`.
+OLD_LAYER_NAMES = {
+    "norm1.": "self_attn_layer_norm.",
+    "attn.proj.": "self_attn.out_proj.",
+    "norm2.": "final_layer_norm.",
+    "mlp.fc1.": "fc1.",
+    "mlp.fc2.": "fc2.",
+}
 
-    def __init__(self, hidden_size: int, ffn_hidden_size: int):
-        super().__init__()
-        self.fc1 = nn.Linear(hidden_size, ffn_hidden_size)
-        self.fc2 = nn.Linear(ffn_hidden_size, hidden_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))  # (B, S, D)
+def upgrade_layer_keys(state_dict: dict[str, torch.Tensor], prefix: str) -> None:
+    """Rename, in place, an old-named layer's keys under ``prefix`` (see :data:`OLD_LAYER_NAMES`)."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        name = key[len(prefix) :]
+        if name.startswith("attn.qkv."):  # (3D, D) weight or (3D,) bias: q rows, then k rows, then v rows
+            kind = name.removeprefix("attn.qkv.")
+            for proj, part in zip(("q_proj", "k_proj", "v_proj"), state_dict.pop(key).chunk(3, dim=0)):
+                state_dict[f"{prefix}self_attn.{proj}.{kind}"] = part
+        for old, new in OLD_LAYER_NAMES.items():
+            if name.startswith(old):
+                state_dict[prefix + new + name[len(old) :]] = state_dict.pop(key)
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
+class AudioEncoderLayer(nn.Module):
+    """Pre-norm transformer layer laid out as Whisper's ``WhisperEncoderLayer``::
+
+        x = x + self_attn(self_attn_layer_norm(x))
+        x = x + fc2(gelu(fc1(final_layer_norm(x))))
+
+    (Whisper calls the norm before the MLP ``final_layer_norm``: the last norm *of the layer*.) So the
+    weights of a Whisper encoder map onto :class:`AudioTower` by renaming (``layers.`` -> ``blocks.``).
+    Checkpoints with the old names (``norm1``, ``attn.qkv``, ``mlp.fc1``, ...) still load:
+    :func:`upgrade_layer_keys` renames them on the way in.
+    """
 
     def __init__(self, config: AudioTowerConfig):
         super().__init__()
         d, eps = config.hidden_size, config.layernorm_epsilon
-        self.norm1 = nn.LayerNorm(d, eps=eps)
-        self.attn = SelfAttention(d, config.num_attention_heads)
-        self.norm2 = nn.LayerNorm(d, eps=eps)
-        self.mlp = MLP(d, config.ffn_hidden_size)
+        self.self_attn_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.self_attn = AudioAttention(d, config.num_attention_heads)
+        self.final_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.fc1 = nn.Linear(d, config.ffn_hidden_size)
+        self.fc2 = nn.Linear(config.ffn_hidden_size, d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))  # (B, S, D)
-        return x + self.mlp(self.norm2(x))  # (B, S, D)
+        x = x + self.self_attn(self.self_attn_layer_norm(x))  # (B, S, D)
+        return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))  # (B, S, D), GELU as Whisper and BEATs
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        upgrade_layer_keys(state_dict, prefix)  # old checkpoints: the same weights under the old names
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 # --------------------------------------------------------------------------- #
@@ -285,7 +320,7 @@ class AudioTower(AudioEncoderBase):
         self.config = config
         self.output_size = config.hidden_size
         self.embed = WhisperStem(config) if config.backbone_type == "whisper" else BEATsPatchEmbedding(config)
-        self.blocks = nn.ModuleList([Block(config) for _ in range(config.num_layers)])
+        self.blocks = nn.ModuleList([AudioEncoderLayer(config) for _ in range(config.num_layers)])
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon)
         self.output_norm = self.make_output_norm(config.hidden_size)
 
@@ -404,7 +439,7 @@ def audio_tower_num_parameters(config: AudioTowerConfig) -> int:
 
     With ``D = hidden_size``, ``H = ffn_hidden_size``, ``M = num_mel_bins``, ``L = num_layers``::
 
-        block   = 4 D^2 + 4 D        attention: qkv (3 D^2 + 3 D) and proj (D^2 + D)
+        block   = 4 D^2 + 4 D        attention: q, k, v and out projections, (D^2 + D) each
                 + 2 D H + H + D      MLP: fc1 (D H + H) and fc2 (H D + D)
                 + 4 D                two LayerNorms
         whisper stem = 3 M D + D  +  3 D^2 + D          two convolutions (sinusoids are not parameters)
@@ -426,6 +461,8 @@ def audio_tower_num_parameters(config: AudioTowerConfig) -> int:
 
 
 __all__ = [
+    "AudioAttention",
+    "AudioEncoderLayer",
     "AudioTower",
     "HFWhisperAudioTower",
     "audio_features",
@@ -433,4 +470,5 @@ __all__ = [
     "build_audio_tower",
     "fit_waveform",
     "pool_sequence",
+    "upgrade_layer_keys",
 ]

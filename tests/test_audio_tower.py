@@ -351,3 +351,64 @@ def test_hf_whisper_without_transformers_says_how_to_install(tiny_whisper, monke
     monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
     with pytest.raises(ImportError, match=r'pip install -e "\.\[hf\]"'):
         build_audio_tower(hf_config(folder))
+
+
+# --------------------------------------------------------------------------- #
+# Parameter names: Whisper's, and the old names still load
+# --------------------------------------------------------------------------- #
+
+
+def old_names(state: dict) -> dict:
+    """The same weights under the names the audio layers had before they took Whisper's (fused qkv)."""
+    old = {}
+    for key, value in state.items():
+        for new, before in (("self_attn_layer_norm.", "norm1."), ("self_attn.out_proj.", "attn.proj."),
+                            ("final_layer_norm.", "norm2."), ("fc1.", "mlp.fc1."), ("fc2.", "mlp.fc2.")):
+            key = key.replace(new, before)
+        old[key] = value
+    for key in [k for k in old if ".self_attn.q_proj." in k]:
+        kind = key.rsplit(".", 1)[1]
+        layer = key.split("self_attn.q_proj.")[0]
+        parts = [old.pop(f"{layer}self_attn.{p}.{kind}") for p in ("q_proj", "k_proj", "v_proj")]
+        old[f"{layer}attn.qkv.{kind}"] = torch.cat(parts)
+    return old
+
+
+def test_checkpoints_with_the_old_parameter_names_still_load():
+    torch.manual_seed(0)
+    tower = AudioTower(small())
+    state = tower.state_dict()
+    legacy = old_names(state)
+    assert "blocks.0.attn.qkv.weight" in legacy and "blocks.0.self_attn.q_proj.weight" not in legacy
+    fresh = AudioTower(small())
+    fresh.load_state_dict(legacy)  # strict: every old key is renamed, none is left over
+    wrapped = torch.nn.ModuleDict({"audio_tower": AudioTower(small())})  # nested, as in MIMOModel
+    wrapped.load_state_dict({f"audio_tower.{k}": v for k, v in legacy.items()})
+    waves = torch.randn(2, SR) * 0.1
+    with torch.no_grad():
+        assert torch.equal(fresh(waves), tower(waves))
+        assert torch.equal(wrapped["audio_tower"](waves), tower(waves))
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
+
+
+def test_whisper_weights_map_onto_our_tower_by_renaming(tiny_whisper):
+    """A Whisper encoder's weights, renamed (layers. -> blocks., conv -> embed.conv), give the same states."""
+    model, _ = tiny_whisper
+    encoder = model.get_encoder()
+    config = AudioTowerConfig(clip_duration_s=1.2, hidden_size=32, num_layers=2, num_attention_heads=4,
+                              ffn_hidden_size=64, audio_seq_len=30)  # 120 frames: Whisper's whole window here
+    ours = AudioTower(config)
+    renamed = {}
+    for name, value in encoder.state_dict().items():
+        if name == "embed_positions.weight":
+            continue  # fixed sinusoids: ours are computed (the same table, checked above)
+        name = "embed." + name if name.startswith("conv") else name
+        name = "norm." + name.removeprefix("layer_norm.") if name.startswith("layer_norm.") else name
+        renamed[name.replace("layers.", "blocks.", 1)] = value
+    for i in range(config.num_layers):
+        renamed[f"blocks.{i}.self_attn.k_proj.bias"] = torch.zeros(32)  # Whisper's keys have no bias
+    missing, unexpected = ours.load_state_dict(renamed, strict=False)
+    assert not unexpected and all(name.startswith("output_norm.") for name in missing)
+    features = torch.randn(2, 80, 120)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.encode_features(features), encoder(input_features=features).last_hidden_state)

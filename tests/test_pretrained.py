@@ -12,10 +12,11 @@ from dataclasses import asdict, replace
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from mimo_lib.audio_tower import build_audio_tower
-from mimo_lib.config import AudioTowerConfig, get_preset
+from mimo_lib.checkpoint import read_checkpoint_config
+from mimo_lib.config import AudioTowerConfig, VisionTowerConfig, get_preset
 from mimo_lib.data.synthetic import SyntheticConfig
 from mimo_lib.model import MIMOModel
 from mimo_lib.optim import WarmupCosineSchedule
@@ -38,7 +39,8 @@ from mimo_lib.pretrain_towers import (
 from mimo_lib.pretrain_towers import main as pretrain_towers_main
 from mimo_lib.recipes import get_recipe
 from mimo_lib.tokenizer import Tokenizer
-from mimo_lib.towers import TowerCheckpointError, read_tower_config, tower_config_differences
+from mimo_lib.towers import PRETRAINED_DIR, TowerCheckpointError, read_tower_config, tower_config_differences
+from mimo_lib.vision_tower import build_vision_tower
 
 #: Held-out clips use a seed the pretraining command never uses for training.
 HELD_OUT_SEED = 4242
@@ -187,3 +189,17 @@ def test_bad_flags_are_one_line(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         pretrain_towers_main(flags)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_shipped_files_use_the_current_parameter_names():
+    """The committed weights need no key map: their names are the towers' own (Whisper's, for audio)."""
+    for modality in ("vision", "audio"):
+        path = shipped_checkpoint(modality)
+        config = json.loads(read_metadata(path)["tower_config"])
+        tower = (build_vision_tower(VisionTowerConfig(**config)) if modality == "vision"
+                 else build_audio_tower(AudioTowerConfig(**config)))
+        saved = {k.removeprefix("tower.") for k in load_file(str(path)) if k.startswith("tower.")}
+        assert saved == set(tower.state_dict()), modality
+    model_folder = PRETRAINED_DIR / "mimo_toy"
+    model = MIMOModel(read_checkpoint_config(model_folder))
+    assert set(load_file(str(model_folder / "model.safetensors"))) == set(model.state_dict())
