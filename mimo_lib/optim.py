@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -42,8 +42,9 @@ def make_optimizer(
 class WarmupCosineSchedule:
     """Linear warm-up to ``lr`` over ``warmup_iters`` steps, then a cosine down to ``min_lr`` at ``train_iters``.
 
-    Steps are 1-based: ``schedule(1)`` is the learning rate of the first update. ``restart_step`` /
-    ``restart_lr`` describe a continuation (see :meth:`extended_to`); 0 / None for a plain schedule.
+    Steps are 1-based: ``schedule(1)`` is the learning rate of the first update. ``previous`` (the
+    ``state_dict`` of the schedule this one extends) and ``restart_step`` describe a continuation: the
+    steps up to ``restart_step`` keep the previous schedule's rates (see :meth:`extended_to`).
     """
 
     lr: float
@@ -51,11 +52,14 @@ class WarmupCosineSchedule:
     warmup_iters: int
     train_iters: int
     restart_step: int = 0
-    restart_lr: float | None = None
+    previous: dict[str, Any] | None = None
 
     def __call__(self, step: int) -> float:
-        if self.restart_lr is not None and step > self.restart_step:  # a continuation: cosine from restart_lr
-            start, peak = self.restart_step, self.restart_lr
+        if self.previous is not None:  # a continuation
+            before = WarmupCosineSchedule(**self.previous)
+            if step <= self.restart_step:
+                return before(step)
+            start, peak = self.restart_step, before(self.restart_step)
         elif step <= self.warmup_iters:
             return self.lr * step / self.warmup_iters
         else:
@@ -66,11 +70,10 @@ class WarmupCosineSchedule:
     def extended_to(self, train_iters: int, done_steps: int) -> WarmupCosineSchedule:
         """The same schedule for the ``done_steps`` already taken, then a cosine from their last learning rate
         down to ``min_lr`` at the new ``train_iters`` (a longer run that continues, not one that re-warms)."""
-        if train_iters == self.train_iters:
-            return self
+        if train_iters == self.train_iters or done_steps <= self.warmup_iters:
+            return replace(self, train_iters=train_iters)  # nothing decayed yet: the plain schedule, longer
         return WarmupCosineSchedule(
-            self.lr, self.min_lr, self.warmup_iters, train_iters, restart_step=done_steps,
-            restart_lr=self(done_steps) if done_steps > 0 else None,
+            self.lr, self.min_lr, self.warmup_iters, train_iters, restart_step=done_steps, previous=self.state_dict()
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -381,14 +381,16 @@ def resolve(config: TrainConfig) -> Run:
     """Fill every ``None`` of ``config``: from the loaded run, then the recipe, then fixed defaults."""
     mode, load, saved, model_config = "fresh", None, None, None
     if config.load is not None:
-        load = resolve_checkpoint(config.load)
-        model_config = read_checkpoint_config(load)
-        saved_dict = read_train_config(load)
+        try:
+            load = resolve_checkpoint(config.load)
+            model_config = read_checkpoint_config(load)
+            saved_dict = read_train_config(load)
+            training_checkpoint = is_training_checkpoint(load)
+            stage = read_checkpoint_state(load).get("stage") if training_checkpoint else None
+        except CheckpointError as error:
+            raise CheckpointError(f"--load: {error}") from None
         saved = TrainConfig.from_dict(saved_dict) if saved_dict else None
-        if is_training_checkpoint(load):
-            mode = "resume" if read_checkpoint_state(load).get("stage") == config.stage else "init"
-        else:
-            mode = "init"
+        mode = "resume" if training_checkpoint and stage == config.stage else "init"
     if saved is not None:
         inherited = INHERITED_BY_NEW_STAGE if mode != "resume" else [
             f.name for f in fields(TrainConfig)
@@ -507,7 +509,7 @@ def check_model_flags_match(config: TrainConfig, loaded: MIMOConfig, load: Path)
     given = [f"--{n.replace('_', '-')}" for n in MODEL_FLAGS if n != "preset" and getattr(config, n) is not None]
     if not given:
         return
-    wanted = build_model_config(replace(config, config=None))
+    wanted = build_model_config(config)
     differences = _config_differences(loaded.to_dict(), wanted.to_dict())
     if differences:
         raise ConfigError(
@@ -852,6 +854,7 @@ def build_data(run: Run, tokenizer: Tokenizer) -> TrainingData:
             )
             eval_set = evaluation_subset(held_out, config.eval_samples)
         return TrainingData(train_set, eval_set)
+    train_set.check_media()  # decode every clip once: a broken clip fails now, not at step 700
     if config.valid_fraction > 0:
         train_set, valid_set = split_dataset(train_set, config.valid_fraction, config.seed)
         eval_set = evaluation_subset(valid_set, config.eval_samples) if config.eval_samples > 0 else None
@@ -859,7 +862,6 @@ def build_data(run: Run, tokenizer: Tokenizer) -> TrainingData:
         print("warning: no --valid-fraction, so evaluation during training scores training samples; "
               "hold some out with --valid-fraction 0.1")
         eval_set = evaluation_subset(train_set, config.eval_samples)
-    train_set.check_media()  # decode every clip once: a broken clip fails now, not at step 700
     return TrainingData(train_set, eval_set)
 
 
