@@ -358,3 +358,16 @@ def test_sinusoid_spacings():
     torch.testing.assert_close(sincos_1d(40, 16), transformer)
     odd = sinusoids(40, 17, whisper_spacing=False)
     assert torch.equal(odd[:, :16], transformer) and not odd[:, 16].any()
+
+
+def test_blocks_after_the_selected_layer_can_be_dropped():
+    """num_layers 4 with select_layer -2 computes what num_layers 3 with select_layer -1 does: the last block
+    (and post_layernorm, which only class_embedding_per_frame uses) never reach the video tokens."""
+    deep = make_tower(tiny(num_layers=4, select_layer=-2))
+    shallow = VisionTower(tiny(num_layers=3, select_layer=-1))
+    trimmed = {k: v for k, v in deep.state_dict().items() if not k.startswith("blocks.3.")}
+    shallow.load_state_dict(trimmed)  # strict: nothing else differs
+    video = random_video(TINY)
+    with torch.no_grad():
+        assert torch.equal(shallow(video), deep(video))
+        assert torch.equal(shallow.selected_hidden_states(video), deep.frame_hidden_states(video)[3])
