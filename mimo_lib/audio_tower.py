@@ -307,7 +307,11 @@ class AudioTower(AudioEncoderBase):
 
     ``forward(waveform)`` returns ``(B, audio_seq_len, hidden_size)``.
     ``config.pretrained_path`` is not read here: trained weights are loaded by
-    the caller (``MIMOModel.load_towers``).
+    the caller (``MIMOModel.load_towers``). Inside each layer the parameters have
+    the names of Whisper's encoder layers (:class:`AudioEncoderLayer`); around
+    them Whisper's ``conv1``/``conv2`` are ``embed.conv1``/``embed.conv2``, its
+    ``layers`` are ``blocks`` and its ``layer_norm`` is ``norm``, as the vision
+    tower's ``blocks`` are CLIP's ``encoder.layers``.
     """
 
     def __init__(self, config: AudioTowerConfig):
