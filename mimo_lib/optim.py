@@ -82,3 +82,39 @@ class WarmupCosineSchedule:
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> WarmupCosineSchedule:
         return cls(**state)
+
+
+def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
+    """Clip the gradients to a global norm of at most ``max_norm``; returns the norm before clipping.
+
+    One process: ``torch.nn.utils.clip_grad_norm_``. With a tensor-parallel decoder (megatron backend, TP > 1)
+    a split weight's gradient lives in pieces on several ranks: its squared norm is summed over the
+    tensor-parallel group, while a replicated tensor (a LayerNorm, a tower) counts once — the norm one process
+    holding the whole model would compute, as Megatron's own ``clip_grad_norm_fp32`` does.
+    """
+    parameters = [p for p in parameters if p.grad is not None]
+    tp_size, group = _tensor_parallel_group()
+    if tp_size == 1:
+        return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+    split = [p for p in parameters if getattr(p, "tensor_model_parallel", False)]
+    replicated = [p for p in parameters if not getattr(p, "tensor_model_parallel", False)]
+    device = parameters[0].grad.device
+    split_sq = sum((p.grad.float().pow(2).sum() for p in split), torch.zeros((), device=device))
+    torch.distributed.all_reduce(split_sq, group=group)  # every rank's piece of every split weight
+    replicated_sq = sum((p.grad.float().pow(2).sum() for p in replicated), torch.zeros((), device=device))
+    norm = (split_sq + replicated_sq).sqrt()
+    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    for p in parameters:
+        p.grad.mul_(scale.to(p.grad.dtype))
+    return norm
+
+
+def _tensor_parallel_group():
+    """``(size, group)`` of megatron-core's tensor-parallel group, ``(1, None)`` when none is set up."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return 1, None
+    from megatron.core import parallel_state
+
+    if not parallel_state.model_parallel_is_initialized():
+        return 1, None
+    return parallel_state.get_tensor_model_parallel_world_size(), parallel_state.get_tensor_model_parallel_group()

@@ -102,7 +102,7 @@ from mimo_lib.checkpoint import (
 )
 from mimo_lib.cli import run_command
 from mimo_lib.config import AUDIO_BACKBONES, PRESETS, VISION_BACKBONES, ConfigError, MIMOConfig, get_preset
-from mimo_lib.constants import HELD_OUT_SEED_OFFSET
+from mimo_lib.constants import HELD_OUT_SEED_OFFSET, IGNORE_INDEX
 from mimo_lib.data.conversation import encode_conversation
 from mimo_lib.data.dataset import collate_av_batch, load_annotations, split_dataset
 from mimo_lib.data.synthetic import (
@@ -116,7 +116,8 @@ from mimo_lib.errors import MimoInputError
 from mimo_lib.evaluate import build_dataset, evaluate_accuracy, evaluation_subset
 from mimo_lib.feature_cache import TowerFeatureCache
 from mimo_lib.model import MIMOModel
-from mimo_lib.optim import WarmupCosineSchedule, make_optimizer
+from mimo_lib.optim import WarmupCosineSchedule, clip_grad_norm, make_optimizer
+from mimo_lib.parallel import shard_batch_indices
 from mimo_lib.recipes import Recipe, get_recipe
 from mimo_lib.threads import apply_thread_policy
 from mimo_lib.tokenizer import Tokenizer
@@ -141,7 +142,7 @@ RESUME_SENSITIVE = (
 INHERITED_BY_NEW_STAGE = ("preset", "data_path", "valid_fraction", "allow_missing_audio", "seed")
 #: Settings a resumed run never takes from the run it resumes: where and how this process runs (and the model
 #: flags: the model is the checkpoint's).
-NOT_INHERITED_ON_RESUME = ("load", "save", "stop_after", "device", "threads")
+NOT_INHERITED_ON_RESUME = ("load", "save", "stop_after", "device", "threads", "precision")
 EVAL_BATCH_SIZE = 16
 
 
@@ -199,6 +200,11 @@ class TrainConfig:
     grad_clip: float = 1.0  # clip the gradient norm to this
     seed: int | None = None  # model init, data order and synthetic clips; None: the loaded run's, else 0
     cache_tower_features: bool = True  # frozen towers run once per clip, their outputs kept in memory
+    # ---- scale-out (chapter 9): the decoder on megatron-core, tensor- and data-parallel under torchrun
+    backend: str = "local"  # the decoder's implementation: "local" (GPTLanguageModel) or "megatron" (GPTModel)
+    tensor_model_parallel_size: int = 1  # processes one decoder is split over (megatron backend)
+    global_batch_size: int | None = None  # samples per optimizer step over all data-parallel ranks; None: micro x DP
+    precision: str = "auto"  # "fp32" or "bf16" (autocast); "auto": bf16 on CUDA, fp32 on the CPU
     device: str = "auto"  # "auto": cuda if available, else cpu
     threads: int | None = None  # torch CPU threads; None: mimo_lib.threads' policy
     # ---- checkpoints and evaluation
@@ -232,6 +238,8 @@ class Run:
     mode: str  # "fresh", "resume" (same stage) or "init" (weights of another run)
     load: Path | None  # the checkpoint or model folder resolved from --load
     recipe: Recipe
+    data_parallel_size: int = 1  # world size / tensor-parallel size
+    accumulation_steps: int = 1  # micro-batches per optimizer step on each rank
 
 
 # --------------------------------------------------------------------------- #
@@ -348,7 +356,30 @@ def build_parser() -> argparse.ArgumentParser:
         "(mimo_lib.feature_cache; about 80 KB per toy clip) instead of every step (default: on)",
     )
     optim.add_argument("--device", default="auto", help="'auto' (default: cuda if available, else cpu), 'cpu', 'cuda', ...")
+    optim.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"), default="auto",
+        help="compute precision: bf16 autocast (fp32 master weights and AdamW) or fp32; auto: bf16 on CUDA, fp32 on the CPU",
+    )
     optim.add_argument("--threads", type=int, help="torch CPU threads (default: mimo_lib.threads' policy)")
+
+    scale = parser.add_argument_group(
+        "scale-out (chapter 9): torchrun --nproc_per_node=N -m mimo_lib.train --backend megatron ..."
+    )
+    scale.add_argument(
+        "--backend", choices=("local", "megatron"), default="local",
+        help="the decoder: 'local' (this book's GPTLanguageModel) or 'megatron' (megatron-core's GPTModel, the "
+        "same weights; tensor parallel under torchrun) (default: %(default)s)",
+    )
+    scale.add_argument(
+        "--tensor-model-parallel-size", type=int, default=1,
+        help="split the decoder over this many processes (megatron backend, under torchrun); the other factor of "
+        "the world size is data parallelism (default: %(default)s)",
+    )
+    scale.add_argument(
+        "--global-batch-size", type=int,
+        help="samples per optimizer step over all data-parallel ranks, as in Megatron (default: --micro-batch-size "
+        "x data-parallel size); more than that accumulates gradients over micro-batches",
+    )
 
     io = parser.add_argument_group("checkpoints and evaluation")
     io.add_argument("--save", help="run folder for checkpoints and metrics.jsonl (none: save nothing)")
@@ -686,7 +717,25 @@ def prepare_run(config: TrainConfig) -> Run:
     check_data(config, run.model_config)
     check_sequence_length(config, run.model_config)
     check_run_folders(config, run.mode, run.load)
-    return run
+    return check_parallel(run)
+
+
+def check_parallel(run: Run) -> Run:
+    """Backend, TP size, world size and batch sizes fit together (:func:`mimo_lib.parallel.check_parallel_setup`)."""
+    from mimo_lib.parallel import check_parallel_setup
+
+    config = run.config
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    data_parallel = world_size // max(1, config.tensor_model_parallel_size)
+    if config.global_batch_size is None:
+        config.global_batch_size = config.micro_batch_size * max(1, data_parallel)
+    data_parallel, accumulation = check_parallel_setup(
+        run.model_config.language_model, config.backend, config.tensor_model_parallel_size, config.micro_batch_size,
+        config.global_batch_size, world_size,
+    )
+    if config.precision == "bf16" and not config.device.startswith("cuda"):
+        print("note: bf16 on the CPU is slow and only for trying the GPU path; fp32 is the CPU's precision")
+    return replace(run, data_parallel_size=data_parallel, accumulation_steps=accumulation)
 
 
 def check_numbers_given(config: TrainConfig) -> None:
@@ -810,8 +859,15 @@ def build_model(run: Run) -> MIMOModel:
     config = run.config
     torch.manual_seed(config.seed)  # the model is the first thing drawn after seeding: tests rebuild it this way
     if run.load is not None:
-        return load_model(run.load).train()
-    model = MIMOModel(run.model_config)
+        loaded = load_model(run.load)  # checked files, the TP=1 layout every backend saves
+        if config.backend == "local":
+            return loaded.train()
+        from mimo_lib.parallel import load_full_state_dict
+
+        model = MIMOModel(run.model_config, backend=config.backend)
+        load_full_state_dict(model, loaded.state_dict())  # this rank's slice of every split weight
+        return model.train()
+    model = MIMOModel(run.model_config, backend=config.backend)
     for modality in ("vision", "audio"):
         value = getattr(config, f"{modality}_tower_checkpoint")
         if value == "none" or getattr(run.model_config, modality).backbone_type.startswith("hf-"):
@@ -874,23 +930,84 @@ class TrainResult:
 
 
 def train_step(
-    model: MIMOModel, batch, optimizer: torch.optim.Optimizer, lr: float, grad_clip: float, step: int,
-    last_checkpoint: Path | None,
+    model, batch, optimizer: torch.optim.Optimizer, lr: float, grad_clip: float, step: int,
+    last_checkpoint: Path | None = None, precision: str = "fp32",
 ) -> dict[str, Any]:
-    """One optimizer step: forward, check the loss, backward, clip, update. Returns its numbers."""
+    """One optimizer step: forward, check the loss, backward, clip, update. Returns its numbers.
+
+    ``batch`` is one :class:`~mimo_lib.data.dataset.Batch`, or a list of micro-batches whose gradients are
+    accumulated (each weighted by its answer tokens, so the step follows the mean over every answer token of
+    the global batch, on every data-parallel rank together: :func:`micro_batch_weights`). ``model`` may be
+    wrapped in ``DistributedDataParallel``.
+    """
+    micro_batches = batch if isinstance(batch, list) else [batch]
     for group in optimizer.param_groups:
         group["lr"] = lr
-    loss, tokens = training_loss(model, batch)
-    if not torch.isfinite(loss):
-        raise _non_finite(step, f"non-finite loss {loss.item()}", last_checkpoint)
-    loss.backward()
+    weights, total_tokens = micro_batch_weights(micro_batches)
+    loss_sum, positions = 0.0, 0
+    for i, micro in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        no_sync = model.no_sync() if hasattr(model, "no_sync") and not last else contextlib.nullcontext()
+        with no_sync, autocast(precision, micro.input_ids.device):
+            loss, tokens = training_loss(model, micro)
+        if not torch.isfinite(loss):
+            raise _non_finite(step, f"non-finite loss {loss.item()}", last_checkpoint)
+        (loss if weights is None else loss * weights[i]).backward()
+        loss_sum += loss.item() * _answer_tokens(micro)
+        positions += tokens
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    grad_norm = clip_grad_norm(parameters, grad_clip)
     if not torch.isfinite(grad_norm):
         raise _non_finite(step, f"non-finite gradient norm {grad_norm.item()}", last_checkpoint)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"step": step, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item(), "tokens": tokens}
+    mean_loss = loss.item() if weights is None else _global_sum(loss_sum) / total_tokens
+    return {"step": step, "loss": mean_loss, "lr": lr, "grad_norm": grad_norm.item(), "tokens": positions}
+
+
+def _answer_tokens(batch) -> int:
+    """Tokens the loss scores in ``batch``: labels that are not ignored, after the one-place shift."""
+    return int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+def _global_sum(value: float) -> float:
+    """``value`` summed over the data-parallel ranks (itself in one process)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    from megatron.core import parallel_state
+
+    total = torch.tensor([value], dtype=torch.float64)
+    if torch.distributed.get_backend() == "nccl":
+        total = total.cuda()
+    torch.distributed.all_reduce(total, group=parallel_state.get_data_parallel_group())
+    return float(total.item())
+
+
+def micro_batch_weights(micro_batches: list) -> tuple[list[float] | None, float]:
+    """Loss weights that make accumulated, data-parallel gradients those of one big batch.
+
+    Each micro-batch's loss is a mean over its own answer tokens ``n_i``. Weighting it by
+    ``n_i x D / N`` (``N``: answer tokens of the whole global batch, over the ``D`` data-parallel ranks,
+    whose gradients DDP averages) gives the gradient of the mean over all ``N``: what one process with the
+    whole batch computes. ``(None, n)`` for one micro-batch in one process: the loss is used as it is.
+    """
+    counts = [_answer_tokens(micro) for micro in micro_batches]
+    data_parallel = 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        from megatron.core import parallel_state
+
+        data_parallel = parallel_state.get_data_parallel_world_size()
+    if len(micro_batches) == 1 and data_parallel == 1:
+        return None, float(counts[0])
+    total = max(1.0, _global_sum(float(sum(counts))))
+    return [n * data_parallel / total for n in counts], total
+
+
+def autocast(precision: str, device: torch.device):
+    """bf16 autocast (weights and optimizer stay fp32), or nothing for fp32."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def run_training(run: Run) -> TrainResult:
@@ -899,6 +1016,13 @@ def run_training(run: Run) -> TrainResult:
     if config.device.startswith("cuda"):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (read at CUDA init)
         torch.backends.cudnn.benchmark = False
+    parallel = start_processes(run)  # None for one plain process; a ParallelContext under torchrun / megatron
+    main_process = parallel is None or parallel.is_main
+    if parallel is not None:
+        config = replace(config, device=str(parallel.device))
+        run = replace(run, config=config)
+    precision = config.precision if config.precision != "auto" else ("bf16" if config.device.startswith("cuda") else "fp32")
+    say = print if main_process else (lambda *args, **kwargs: None)
     tokenizer = Tokenizer.default()
     if model_config.language_model.vocab_size != tokenizer.vocab_size:
         raise ConfigError(
@@ -911,6 +1035,13 @@ def run_training(run: Run) -> TrainResult:
     model = build_model(run).to(config.device)
     model.set_trainable(**{c: not getattr(config, f"freeze_{c}") for c in STAGE_FREEZING[config.stage]})
     optimizer, parameter_names = make_optimizer(model.named_parameters(), config.lr, config.weight_decay)
+    stepped = model  # what the step runs: the model, or DDP around it (gradients averaged over the DP group)
+    if parallel is not None:
+        from mimo_lib.parallel import wrap_data_parallel
+
+        stepped = wrap_data_parallel(model)
+    if hasattr(model.language_model, "gather_output"):
+        model.language_model.gather_output = False  # the loss works on vocabulary-split logits (chapter 9)
     started = time.perf_counter()  # elapsed_s counts from here: encoding the clips below is part of the run
     cache = None
     if config.cache_tower_features and config.freeze_vision_tower and config.freeze_audio_tower:
@@ -924,14 +1055,17 @@ def run_training(run: Run) -> TrainResult:
     start_step = 0
     if run.mode == "resume":
         checkpoint = load_checkpoint(run.load)
-        if checkpoint.parameter_names != parameter_names:
+        if sorted(checkpoint.parameter_names or []) != sorted(parameter_names):
             raise CheckpointError(
                 f"{checkpoint.path} trained other parameters than this run would (did the --freeze-* flags "
                 "change?); resume with the same flags"
             )
-        optimizer.load_state_dict(checkpoint.optimizer_state)
+        optimizer.load_state_dict(optimizer_state_for_this_rank(
+            checkpoint.optimizer_state, checkpoint.parameter_names, parameter_names, model_config, parallel))
         sampler.load_state_dict(checkpoint.sampler_state)
         restore_rng_state(checkpoint.rng_state)
+        if parallel is not None:
+            restore_tracker_state(checkpoint.rng_state, parallel.rank)
         metrics, start_step = checkpoint.metrics, checkpoint.step
         schedule = _resumed_schedule(schedule, checkpoint.scheduler_state, start_step)
         _warn_changed_settings(read_train_config(run.load) or {}, config)
@@ -940,42 +1074,65 @@ def run_training(run: Run) -> TrainResult:
         print(f"{config.stage}: starting from the weights of {run.load} (fresh optimizer, step 0)")
 
     summary = model.trainable_summary()
-    print(f"{config.stage}: training {sum(t for t, _ in summary.values()):,} of {model.num_parameters():,} parameters "
+    say(f"{config.stage}: training {sum(t for t, _ in summary.values()):,} of {model.num_parameters():,} parameters "
           f"({', '.join(name for name, (t, _) in summary.items() if t)}) on {len(data.train_set)} samples, "
-          f"{config.train_iters} steps of {config.micro_batch_size}, device {config.device}")
+          f"{config.train_iters} steps of {config.global_batch_size} (micro-batches of {config.micro_batch_size}, "
+          f"{run.data_parallel_size} data-parallel x {config.tensor_model_parallel_size} tensor-parallel, "
+          f"{run.accumulation_steps} accumulated), {config.backend} backend, device {config.device}, {precision}")
 
     # ---- 3. where metrics and checkpoints go
     metrics_path = None
-    if config.save is not None:
+    if config.save is not None and main_process:
         Path(config.save).mkdir(parents=True, exist_ok=True)
         metrics_path = Path(config.save) / "metrics.jsonl"
         atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in metrics))  # drop a killed run's extra lines
-    else:
-        print("note: no --save given: nothing will be written")
+    elif config.save is None:
+        say("note: no --save given: nothing will be written")
 
-    def save(step: int) -> Path:
-        return save_checkpoint(
-            config.save, model, step, stage=config.stage, optimizer=optimizer, parameter_names=parameter_names,
-            scheduler_state=schedule.state_dict(), sampler_state=sampler.state_dict(), metrics=metrics,
-            extra={"initialized_from": None if run.load is None else str(run.load)}, tokenizer=tokenizer,
-            rng_state=capture_rng_state(), keep=config.keep_checkpoints, train_config=config.to_dict(),
-        )
+    def save(step: int) -> Path | None:
+        """A checkpoint in the TP=1 layout, written by the main process (collective under torchrun)."""
+        weights, optimizer_state, rng_state = model, optimizer, capture_rng_state()
+        if parallel is not None:
+            weights, optimizer_state = gathered_model_and_optimizer(model, optimizer, parameter_names)
+            rng_state.update(gathered_tracker_state(parallel))
+        path = None
+        if main_process:
+            path = save_checkpoint(
+                config.save, weights, step, stage=config.stage, optimizer=optimizer_state,
+                parameter_names=parameter_names, scheduler_state=schedule.state_dict(),
+                sampler_state=sampler.state_dict(), metrics=metrics,
+                extra={"initialized_from": None if run.load is None else str(run.load)}, tokenizer=tokenizer,
+                rng_state=rng_state, keep=config.keep_checkpoints, train_config=config.to_dict(),
+            )
+        if parallel is not None:
+            torch.distributed.barrier()
+        return path
 
     # ---- 4. the loop: a step, sometimes an evaluation and a checkpoint
     last_checkpoint: Path | None = run.load if run.mode == "resume" else None
     saved_step: int | None = None  # the last step saved into --save by this process
     elapsed_before = metrics[-1]["elapsed_s"] if metrics else 0.0
-    bar = tqdm(total=config.train_iters, initial=start_step, desc=config.stage, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=config.train_iters, initial=start_step, desc=config.stage, unit="step", dynamic_ncols=True,
+               disable=not main_process)
+    per_micro_step = config.micro_batch_size * run.data_parallel_size  # samples of one micro-step, all DP ranks
     try:
         with deterministic_algorithms():
             for step in range(start_step + 1, config.train_iters + 1):
                 t0 = time.perf_counter()
-                indices = sampler.next_indices(config.micro_batch_size)
-                if cache is not None:  # frozen towers: their outputs, computed once per clip
-                    batch = cache.batch(indices).to(config.device)
-                else:
-                    batch = collate_av_batch([data.train_set[i] for i in indices], tokenizer.pad_id).to(config.device)
-                record = train_step(model, batch, optimizer, schedule(step), config.grad_clip, step, last_checkpoint)
+                indices = sampler.next_indices(config.global_batch_size)  # the same on every rank
+                batches = []
+                for a in range(run.accumulation_steps):  # this rank's share of each micro-step
+                    mine = indices[a * per_micro_step : (a + 1) * per_micro_step]
+                    if parallel is not None:
+                        mine = shard_batch_indices(mine, parallel.dp_rank, parallel.dp_size)
+                    if cache is not None:  # frozen towers: their outputs, computed once per clip
+                        batches.append(cache.batch(mine).to(config.device))
+                    else:
+                        batches.append(collate_av_batch([data.train_set[i] for i in mine], tokenizer.pad_id).to(config.device))
+                record = train_step(
+                    stepped, batches if len(batches) > 1 else batches[0], optimizer, schedule(step), config.grad_clip,
+                    step, last_checkpoint, precision,
+                )
                 record["tokens_per_s"] = record["tokens"] / max(time.perf_counter() - t0, 1e-9)
                 record["elapsed_s"] = elapsed_before + time.perf_counter() - started
                 bar.update(1)
@@ -983,7 +1140,8 @@ def run_training(run: Run) -> TrainResult:
 
                 last = step == config.train_iters
                 if data.eval_set is not None and (_due(step, config.eval_interval) or last):
-                    record["eval"] = evaluate_accuracy(model, data.eval_set, tokenizer, EVAL_BATCH_SIZE)
+                    with full_logits(model):  # every rank takes part: the decoder's layers are collective
+                        record["eval"] = evaluate_accuracy(model, data.eval_set, tokenizer, EVAL_BATCH_SIZE)
                     bar.write(f"step {step}: exact match " + ", ".join(f"{k} {v:.2f}" for k, v in record["eval"].items()))
                 metrics.append(record)
                 if metrics_path is not None:
@@ -991,7 +1149,7 @@ def run_training(run: Run) -> TrainResult:
                         f.write(json.dumps(record) + "\n")
                 if config.save is not None and (_due(step, config.save_interval) or last):
                     last_checkpoint, saved_step = save(step), step
-                if config.stop_after == step:
+                if config.stop_after == step and main_process:
                     bar.close()
                     print(f"--stop-after {step}: killing this process (SIGKILL), as asked", flush=True)
                     os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
@@ -1003,9 +1161,120 @@ def run_training(run: Run) -> TrainResult:
     if config.save is not None:
         if saved_step != config.train_iters:  # no step ran here (a finished run was loaded): save it in --save too
             last_checkpoint = save(config.train_iters)
-        final = save_model_only(model, Path(config.save) / "final", tokenizer, train_config=config.to_dict())
-        print(f"saved {last_checkpoint} and the model for generate/evaluate in {final}")
+        weights = model if parallel is None else gathered_model_and_optimizer(model, None, parameter_names)[0]
+        if main_process:
+            final = save_model_only(weights, Path(config.save) / "final", tokenizer, train_config=config.to_dict())
+            say(f"saved {last_checkpoint} and the model for generate/evaluate in {final}")
+        if parallel is not None:
+            torch.distributed.barrier()
     return TrainResult(model.eval(), metrics, last_checkpoint, final)
+
+
+# --------------------------------------------------------------------------- #
+# Many processes (the megatron backend under torchrun; chapter 9)
+# --------------------------------------------------------------------------- #
+
+
+def start_processes(run: Run):
+    """Join the process group and megatron-core's TP/DP groups when the run needs them; None otherwise."""
+    config = run.config
+    if config.backend == "local" and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return None
+    from mimo_lib.parallel import init_parallel
+
+    return init_parallel(config.tensor_model_parallel_size, seed=config.seed, device=config.device)
+
+
+@contextlib.contextmanager
+def full_logits(model: MIMOModel):
+    """Full-vocabulary logits inside the block (generation needs them); training skips the TP gather."""
+    language_model = model.language_model
+    if not hasattr(language_model, "gather_output"):
+        yield
+        return
+    language_model.gather_output = True
+    try:
+        yield
+    finally:
+        language_model.gather_output = False
+
+
+def gathered_model_and_optimizer(model: MIMOModel, optimizer, parameter_names: list[str]):
+    """The model (on the ``meta`` device, holding the gathered tensors) and the optimizer state in the TP=1
+    layout, as one process would hold them. Collective: every rank must call it; use the result on rank 0."""
+    from mimo_lib.parallel import full_state_dict, gather_named_tensors
+
+    lm_config = model.config.language_model
+    with torch.device("meta"):
+        shell = MIMOModel(model.config)
+    shell.load_state_dict(full_state_dict(model), strict=True, assign=True)
+    if optimizer is None:
+        return shell, None
+    state = optimizer.state_dict()
+    stepped = [(index, name) for index, name in enumerate(parameter_names) if index in state["state"]]
+    full = {"param_groups": state["param_groups"], "state": {i: dict(state["state"][i]) for i, _ in stepped}}
+    for key in ("exp_avg", "exp_avg_sq"):  # AdamW's moments are shaped like their parameters: split alike
+        gathered = gather_named_tensors({name: state["state"][i][key] for i, name in stepped}, lm_config)
+        for i, name in stepped:
+            full["state"][i][key] = gathered[name]
+    return shell, _StateOnly(full)
+
+
+class _StateOnly:
+    """An optimizer stand-in that :func:`save_checkpoint` can read the (gathered) state of."""
+
+    def __init__(self, state: dict) -> None:
+        self._state = state
+
+    def state_dict(self) -> dict:
+        return self._state
+
+
+def optimizer_state_for_this_rank(
+    saved: dict, saved_names: list[str], names: list[str], model_config: MIMOConfig, parallel,
+) -> dict:
+    """A checkpoint's optimizer state (TP=1 layout) for this run: reordered by parameter name where the
+    parameter order differs (another backend), and cut to this rank's slices at TP > 1."""
+    position = {name: i for i, name in enumerate(saved_names)}
+    state = {"param_groups": saved["param_groups"], "state": {}}
+    for index, name in enumerate(names):
+        entry = saved["state"].get(position[name])
+        if entry is not None:
+            state["state"][index] = dict(entry)
+    if len(saved_names) == len(names) and saved_names != names:
+        groups, start = [], 0  # the same groups (decay, no decay) with their sizes, in this run's order
+        for group in saved["param_groups"]:
+            size = len(group["params"])
+            groups.append({**group, "params": list(range(start, start + size))})
+            start += size
+        state["param_groups"] = groups
+    if parallel is not None and parallel.tp_size > 1:
+        from mimo_lib.parallel import shard_for_this_rank
+
+        for key in ("exp_avg", "exp_avg_sq"):
+            named = {names[i]: entry[key] for i, entry in state["state"].items()}
+            mine = shard_for_this_rank(named, model_config.language_model)
+            for i, entry in state["state"].items():
+                entry[key] = mine[names[i]]
+    return state
+
+
+def gathered_tracker_state(parallel) -> dict[str, torch.Tensor]:
+    """Every rank's megatron RNG-tracker states (empty on the CPU), keyed ``megatron_tracker.rank<r>.<name>``."""
+    from mimo_lib.parallel import capture_parallel_rng_state
+
+    everyone: list[dict] = [None] * parallel.world_size
+    torch.distributed.all_gather_object(everyone, capture_parallel_rng_state())
+    return {f"megatron_tracker.rank{rank}.{key}": value for rank, states in enumerate(everyone)
+            for key, value in states.items()}
+
+
+def restore_tracker_state(rng_state: dict[str, Any], rank: int) -> None:
+    """Put back this rank's megatron RNG-tracker states from a checkpoint's ``rng_state``."""
+    from mimo_lib.parallel import restore_parallel_rng_state
+
+    prefix = f"megatron_tracker.rank{rank}."
+    restore_parallel_rng_state({k[len(prefix):]: v for k, v in rng_state.items() if k.startswith(prefix)})
 
 
 def train(config: TrainConfig) -> TrainResult:

@@ -110,7 +110,7 @@ def test_help_documents_every_flag(capsys):
     [
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
         (["--hidden-size", "100", "--num-attention-heads", "3"], "not divisible by num_attention_heads"),
-        (["--audio-seq-len", "7"], "--audio-seq-len 7 does not fit"),
+        (["--audio-seq-len", "0"], "--audio-seq-len 0: the number of audio tokens must be a positive"),
         (["--data-path", "/no/such/folder"], "does not exist"),
         (["--load", "/no/such/run"], "--load: checkpoint /no/such/run does not exist"),
         (["--question-types", "vision,smell"], "unknown ['smell']"),
