@@ -53,6 +53,40 @@ the sample and breaks its length down, unless ``truncate=True``: then it is cut
 on the right, with a warning, and whatever stood at the end is lost, the
 answer tokens included (and a video cut in the middle keeps only its first
 tokens).
+
+**Time (chapter 8).** The zipper above is the *block* layout: the whole video,
+then the whole audio, and position ids that count positions. Two options give
+the sequence a clock; both read a :class:`TokenTiming`, the time (seconds into
+the clip) at which each modality token's span begins:
+
+* ``layout="interleaved"``: a sample's video and audio are cut into chunks of
+  ``chunk_seconds`` and laid out chunk by chunk, each chunk's video tokens,
+  then the audio tokens of the same span (Qwen2.5-Omni's "audio inside
+  video"). The span stands where the sample's *first* placeholder stood; the
+  second placeholder becomes nothing, and the text between them (``"\n"``)
+  follows the span. A sample with only one of the two keeps it as a block.
+* ``positions="time"``: a media token's position id is ``s + tick``, where
+  ``tick = floor(time * ticks_per_second)`` (25: one id per 40 ms, as TMRoPE)
+  and ``s`` = one past the ids before the sample's first media token, so
+  video and audio of the same instant share their id. Every text token gets
+  ``max(ids before it) + 1``, so text after the clip continues after its end,
+  and generation continues at ``max + 1``. One temporal channel: Qwen's
+  ``h``/``w`` channels would let RoPE see a video token's place in the frame;
+  here the vision tower's own position embeddings already carry it, and the
+  decoder's RoPE stays one-dimensional (any backend that applies RoPE at the
+  given ids can read them)::
+
+    0.25-s chunks of a 1-s clip, 2 frames (1 merged token per cell, 4 cells) and 25 audio tokens per clip:
+
+    layout        <bos> User :  v v v v  a a a a a a a  v v v v  a a a a a a  ...  \n \n What ...
+    chunk                        0 0 0 0  0 0 0 0 0 0 0  1 1 1 1  1 1 1 1 1 1
+    time ids        0    1   2  3 3 3 3  3 4 5 6 7 8 9  9 9 9 9 10 ...        ...  28 29 30
+
+Without a ``positions="time"`` the interleaved layout keeps the counting ids
+(0, 1, 2, ...), and ``positions="time"`` also works on the block layout (the
+audio block starts again at the video's ``s``): the two choices are separate,
+so a benchmark can measure each (``benchmarks/time_layouts.py``). Both need at
+most one video and one audio placeholder per sample.
 """
 
 from __future__ import annotations
@@ -65,6 +99,12 @@ import torch
 
 from mimo_lib.constants import AUDIO_TOKEN_ID, IGNORE_INDEX, PAD_TOKEN_ID, VIDEO_TOKEN_ID
 from mimo_lib.errors import CombineError
+
+LAYOUTS = ("block", "interleaved")
+"""Values of ``layout``: the whole video, then the whole audio; or chunk by chunk in time."""
+
+POSITIONS = ("sequence", "time")
+"""Values of ``positions``: ids that count positions, or ids that count ticks of media time."""
 
 TEXT, VIDEO, AUDIO, PADDING = 0, 1, 2, -1
 """Values of :attr:`CombinedInputs.modality_map`, one per position."""
@@ -89,11 +129,76 @@ class CombinedInputs:
     labels: torch.Tensor | None  # (B, S) long: text labels; ignore_index on modality and padding positions
     modality_map: torch.Tensor  # (B, S) long: TEXT / VIDEO / AUDIO / PADDING per position
     input_ids: torch.Tensor  # (B, S) long: the expanded ids, each placeholder repeated once per modality token
+    ticks: torch.Tensor | None = None  # (B, S) long: each media token's time in ticks, -1 on text and padding; None without a timing
 
     @property
     def lengths(self) -> torch.Tensor:
         """``(B,)`` real positions per row."""
         return self.attention_mask.sum(dim=1)
+
+
+@dataclass(frozen=True)
+class TokenTiming:
+    """When each modality token happens: what ``layout="interleaved"`` and ``positions="time"`` read.
+
+    ``times`` maps a placeholder id to ``(tokens_per_item,)`` seconds from the start of the clip window at
+    which each token's span begins, the same for every item (every clip has the same frames and duration);
+    :meth:`mimo_lib.model.MIMOModel.token_timing` makes it from the config.
+    """
+
+    times: Mapping[int, torch.Tensor]  # placeholder id -> (tokens_per_item,) float seconds, nondecreasing
+    chunk_seconds: float = 2.0  # one chunk of the interleaved layout (Qwen2.5-Omni: 2 s)
+    ticks_per_second: float = 25.0  # position ids per second of media (25: one per 40 ms, as TMRoPE)
+
+    def ticks(self, token_id: int) -> torch.Tensor:
+        """``(tokens_per_item,)`` long: ``floor(time * ticks_per_second)``, the token's temporal id from ``s``."""
+        return torch.floor(self.times[token_id].double() * self.ticks_per_second + 1e-6).long()
+
+    def chunks(self, token_id: int) -> torch.Tensor:
+        """``(tokens_per_item,)`` long: ``floor(time / chunk_seconds)``, the chunk the token belongs to."""
+        return torch.floor(self.times[token_id].double() / self.chunk_seconds + 1e-6).long()
+
+
+def interleave_offsets(video_chunks: torch.Tensor, audio_chunks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each token goes inside one interleaved span: chunk by chunk, each chunk's video before its audio.
+
+    Args:
+        video_chunks: ``(Nv,)`` chunk index of each video token; audio_chunks: ``(Na,)`` of each audio token.
+    Returns:
+        ``(Nv,)`` and ``(Na,)`` long offsets from the span's start, together a permutation of ``0 .. Nv+Na-1``;
+        tokens of one modality and chunk keep their order.
+    """
+    keys = torch.cat([video_chunks * 2, audio_chunks * 2 + 1])  # (Nv + Na,): chunk k's video 2k, its audio 2k + 1
+    order = torch.argsort(keys, stable=True)  # (Nv + Na,) token at each offset
+    offset = torch.empty_like(order)
+    offset[order] = torch.arange(len(order), device=order.device)  # (Nv + Na,) offset of each token
+    return offset[: len(video_chunks)], offset[len(video_chunks):]
+
+
+def time_position_ids(modality_map: torch.Tensor, ticks: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Time-aware position ids (see the module doc): media ``s + tick``, text ``max(ids before) + 1``.
+
+    Without a loop: with ``c`` the text tokens up to and including a position, the largest id so far is
+    ``c + cummax(w)`` where ``w`` is ``id - c`` at media positions and ``-1`` elsewhere (each text token adds one
+    to the running maximum; a media token may raise it), and a text token's id *is* the largest id so far.
+
+    Args:
+        modality_map: ``(B, S)`` TEXT / VIDEO / AUDIO / PADDING; ticks: ``(B, S)`` long, read at media positions;
+        attention_mask: ``(B, S)`` bool.
+    Returns:
+        ``(B, S)`` long, 0 on padding; equal to ``0 .. n-1`` on a row without media.
+    """
+    batch, seq_len = modality_map.shape
+    if seq_len == 0:
+        return torch.zeros_like(modality_map)
+    media = (modality_map == VIDEO) | (modality_map == AUDIO)  # (B, S)
+    text_so_far = (modality_map == TEXT).long().cumsum(dim=1)  # (B, S) c: text tokens up to here
+    start = torch.where(media, text_so_far, seq_len + 1).min(dim=1).values  # (B,) s: text tokens before the first media
+    media_ids = start[:, None] + ticks  # (B, S)
+    minus_one = torch.full_like(media_ids, -1)
+    running = torch.where(media, media_ids - text_so_far, minus_one).cummax(dim=1).values  # (B, S)
+    ids = torch.where(media, media_ids, text_so_far + running)  # (B, S)
+    return ids.masked_fill(~attention_mask, 0)
 
 
 def sample_name(sample_ids: Sequence[str] | None, b: int) -> str:
@@ -154,6 +259,59 @@ def check_options(
         raise ValueError("truncate=True needs a max_length to truncate to")
     if sample_ids is not None and len(sample_ids) != batch:
         raise ValueError(f"{len(sample_ids)} sample_ids given for a batch of {batch}")
+
+
+def check_time_options(
+    layout: str, positions: str, timing: TokenTiming | None, names: Mapping[int, str], token_ids: Sequence[int]
+) -> None:
+    """``layout`` and ``positions`` known; a ``timing`` with times for every modality when either needs one."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
+    if layout == "block" and positions == "sequence":
+        return
+    if timing is None:
+        raise ValueError(f"layout={layout!r} with positions={positions!r} needs a timing=TokenTiming(...)")
+    if not timing.chunk_seconds > 0 or not timing.ticks_per_second > 0:
+        raise ValueError(f"chunk_seconds and ticks_per_second must be positive, got {timing.chunk_seconds}, "
+                         f"{timing.ticks_per_second}")
+    missing = [token_id for token_id in token_ids if token_id not in timing.times]
+    if missing:
+        raise ValueError(f"timing.times has no times for placeholder id(s) {missing}")
+    if layout == "interleaved":
+        for name in ("video", "audio"):
+            ids = [token_id for token_id in token_ids if names[token_id] == name]
+            if len(ids) > 1:
+                raise ValueError(f"the interleaved layout pairs one video with one audio id; ids {ids} are all {name}")
+
+
+def check_token_times(items: Mapping[int, torch.Tensor], timing: TokenTiming, names: Mapping[int, str]) -> None:
+    """Each modality's items have one time per token, starting at 0 or later and never going back."""
+    for token_id, item in items.items():
+        times = timing.times[token_id]
+        if item.shape[0] == 0:
+            continue
+        if times.dim() != 1 or times.shape[0] != item.shape[1]:
+            raise CombineError(
+                f"{names[token_id]} items have {item.shape[1]} tokens but the timing gives {tuple(times.shape)} "
+                "token times; give every clip the frames and duration the model's config says"
+            )
+        if times.numel() and (times.min() < 0 or (times[1:] < times[:-1]).any()):
+            raise ValueError(f"timing.times[{token_id}] must start at 0 s or later and never decrease")
+
+
+def check_one_clip_per_sample(
+    counts: Mapping[int, torch.Tensor], names: Mapping[int, str], sample_ids: Sequence[str] | None, why: str
+) -> None:
+    """At most one placeholder of each modality per sample: a clock (or a pairing) is one clip's."""
+    for token_id, per_sample in counts.items():
+        found = [(b, str(n)) for b, n in enumerate(per_sample.tolist()) if n > 1]
+        if found:
+            raise CombineError(
+                f"{_list_samples(sample_ids, found)} <{names[token_id]}> placeholders: {why} reads at most one "
+                f"{names[token_id]} per sample"
+            )
 
 
 def check_modality_names(
@@ -297,12 +455,17 @@ def combine_multimodal_inputs(
     padding_side: str = "right",
     sample_ids: Sequence[str] | None = None,
     modality_names: Mapping[int, str] | None = None,
+    layout: str = "block",
+    positions: str = "sequence",
+    timing: TokenTiming | None = None,
 ) -> CombinedInputs:
     """Expand every placeholder into its modality's tokens and build the decoder's input (see the module doc).
 
-    After checking the arguments, five steps: (1) a length per input token, (2) where each token's block
-    starts in the combined row (a cumsum), (3) refuse or truncate rows longer than ``max_length``,
-    (4) scatter the text rows, then each modality's rows, into place, (5) the mask and the position ids.
+    After checking the arguments, five steps: (1) a length per input token (interleaved: a sample's first
+    placeholder takes both clips' tokens, the second none), (2) where each token's block starts in the
+    combined row (a cumsum), (3) refuse or truncate rows longer than ``max_length``, (4) scatter the text rows,
+    then each modality's rows, into place (interleaved: at their offsets in the span), (5) the mask and the
+    position ids.
 
     Args:
         input_ids: ``(B, L)`` token ids with one placeholder id per clip, padded (as ``collate_av_batch`` gives).
@@ -323,6 +486,9 @@ def combine_multimodal_inputs(
         sample_ids: names of the samples for error messages (the batch's ``id`` list).
         modality_names: placeholder id -> ``"video"`` / ``"audio"``; default :data:`DEFAULT_MODALITY_NAMES`.
             An id named here that appears in ``input_ids`` but has no embeddings is an error.
+        layout: ``"block"`` or ``"interleaved"`` (chunk by chunk in time; needs ``timing``).
+        positions: ``"sequence"`` (0 .. n-1) or ``"time"`` (media ``s + tick``, text ``max + 1``; needs ``timing``).
+        timing: :class:`TokenTiming`, the time of every modality token.
 
     Returns:
         :class:`CombinedInputs` with rows of ``S`` = the longest combined length in the batch.
@@ -347,6 +513,9 @@ def combine_multimodal_inputs(
         for token_id, given in modality_embeddings.items()
     }
     check_one_item_per_placeholder(input_ids, real, items, names, sample_ids)
+    check_time_options(layout, positions, timing, names, list(items))
+    if timing is not None:
+        check_token_times(items, timing, names)
     batch, _, width = text_embeddings.shape
 
     # ------------------------------------------------------------------ step 1: a length per input token
@@ -360,6 +529,27 @@ def combine_multimodal_inputs(
         counts[token_id] = is_placeholder.sum(dim=1)  # (B,)
         token_length = token_length.masked_fill(is_placeholder, item.shape[1])  # tokens_per_item
         token_modality = token_modality.masked_fill(is_placeholder, _CODE_OF_NAME[names[token_id]])
+    if (layout, positions) != ("block", "sequence"):
+        check_one_clip_per_sample(counts, names, sample_ids, f"layout={layout!r}, positions={positions!r}")
+    # interleaved: in samples with both a video and an audio, the first placeholder (its column: anchor) takes
+    # both clips' tokens, the second none; `offsets` is each token's place inside that span
+    offsets = {token_id: torch.arange(item.shape[1], device=input_ids.device) for token_id, item in items.items()}
+    paired = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)  # (B,)
+    anchor = torch.zeros(batch, dtype=torch.long, device=input_ids.device)  # (B,)
+    by_name = {names[token_id]: token_id for token_id in items}
+    if layout == "interleaved" and "video" in by_name and "audio" in by_name:
+        vid, aud = by_name["video"], by_name["audio"]
+        paired = (counts[vid] > 0) & (counts[aud] > 0)  # (B,)
+    if bool(paired.any()):
+        video_col = placeholders[vid].long().argmax(dim=1)  # (B,) the placeholder's column (where paired)
+        audio_col = placeholders[aud].long().argmax(dim=1)  # (B,)
+        anchor = torch.minimum(video_col, audio_col)  # (B,)
+        rows = paired.nonzero().flatten()  # (P,)
+        token_length[rows, anchor[rows]] = items[vid].shape[1] + items[aud].shape[1]
+        token_length[rows, torch.maximum(video_col, audio_col)[rows]] = 0
+        offsets[vid], offsets[aud] = (
+            o.to(input_ids.device) for o in interleave_offsets(timing.chunks(vid), timing.chunks(aud))
+        )
 
     # ------------------------------------------------------------------ step 2: where each block starts
     block_end = token_length.cumsum(dim=1)  # (B, L): one past the last combined position of each token
@@ -384,6 +574,7 @@ def combine_multimodal_inputs(
     out_labels = None
     if labels is not None:
         out_labels = labels.new_full((batch, seq_len), ignore_index)  # (B, S)
+    out_ticks = None if timing is None else torch.full((batch, seq_len), -1, dtype=torch.long, device=input_ids.device)
 
     rows, cols = (token_modality == TEXT).nonzero(as_tuple=True)  # (N_text,), (N_text,): every text token
     dest = block_start[rows, cols]  # (N_text,) its combined position
@@ -402,13 +593,19 @@ def combine_multimodal_inputs(
         num_items, tokens_per_item, _ = item.shape
         # nonzero lists positions row-major: batch then sequence, the order the items come in.
         rows, cols = placeholders[token_id].nonzero(as_tuple=True)  # (num_items,), (num_items,)
-        offsets = torch.arange(tokens_per_item, device=input_ids.device)  # (tokens_per_item,)
-        dest = block_start[rows, cols][:, None] + offsets  # (num_items, tokens_per_item)
+        in_span = paired[rows]  # (num_items,) interleaved: the span starts at the sample's first placeholder
+        cols = torch.where(in_span, anchor[rows], cols)
+        plain = torch.arange(tokens_per_item, device=input_ids.device)  # (tokens_per_item,) a block, in order
+        offset = torch.where(in_span[:, None], offsets[token_id][None, :], plain[None, :])  # (num_items, tokens_per_item)
+        dest = block_start[rows, cols][:, None] + offset  # (num_items, tokens_per_item)
         rows = rows[:, None].expand_as(dest)  # (num_items, tokens_per_item)
         keep = dest < seq_len
         embeddings[rows[keep], dest[keep]] = item[keep]  # item[keep]: (kept tokens, D)
         out_ids[rows[keep], dest[keep]] = token_id
         modality_map[rows[keep], dest[keep]] = _CODE_OF_NAME[names[token_id]]
+        if out_ticks is not None:
+            ticks = timing.ticks(token_id).to(input_ids.device)[None, :].expand_as(dest)  # (num_items, tokens_per_item)
+            out_ticks[rows[keep], dest[keep]] = ticks[keep]
 
     # ------------------------------------------------------------------ step 5: mask and positions
     columns = torch.arange(seq_len, device=input_ids.device)[None, :]  # (1, S)
@@ -416,7 +613,10 @@ def combine_multimodal_inputs(
         out_mask = columns < kept_length[:, None]  # (B, S)
     else:
         out_mask = columns >= (seq_len - kept_length)[:, None]  # (B, S)
-    position_ids = (out_mask.long().cumsum(dim=1) - 1).masked_fill(~out_mask, 0)  # (B, S)
+    if positions == "time":
+        position_ids = time_position_ids(modality_map, out_ticks, out_mask)  # (B, S)
+    else:
+        position_ids = (out_mask.long().cumsum(dim=1) - 1).masked_fill(~out_mask, 0)  # (B, S)
 
     return CombinedInputs(
         embeddings=embeddings,
@@ -425,6 +625,7 @@ def combine_multimodal_inputs(
         labels=out_labels,
         modality_map=modality_map,
         input_ids=out_ids,
+        ticks=out_ticks,
     )
 
 

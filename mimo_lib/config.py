@@ -36,6 +36,8 @@ POSITION_EMBEDDINGS = ("rope", "learned_absolute")
 NORMALIZATIONS = ("LayerNorm", "RMSNorm")
 ACTIVATIONS = ("gelu", "swiglu")
 PROJECTOR_TYPES = ("mlp2x_gelu",)
+AV_LAYOUTS = ("block", "interleaved")  # MIMOConfig.av_layout: how video and audio tokens are laid out
+AV_POSITIONS = ("sequence", "time")  # MIMOConfig.av_positions: what the position ids of media tokens count
 
 
 class ConfigError(MimoInputError):
@@ -261,6 +263,10 @@ class MIMOConfig:
     video_token_id: int = VIDEO_TOKEN_ID  # <video>: each expands to the clip's video tokens
     audio_token_id: int = AUDIO_TOKEN_ID  # <audio>: each expands to the clip's audio tokens
     ignore_index: int = IGNORE_INDEX  # label value the loss skips (prompt, padding, modality positions)
+    av_layout: str = "block"  # --av-layout: "block" (all video tokens, then all audio tokens) or "interleaved" (chunk by chunk in time: each chunk's video, then its audio; mimo_lib.combine)
+    av_positions: str = "sequence"  # --av-positions: "sequence" (0, 1, 2, ... per position) or "time" (a media token's id counts ticks of its time, shared by video and audio of the same instant; text continues at max + 1, as Qwen2.5-Omni's TMRoPE)
+    chunk_seconds: float = 0.25  # --chunk-seconds: one time chunk of the interleaved layout (Qwen2.5-Omni: 2 s; 0.25 s gives four chunks of a 1-s toy clip, two frames each)
+    ticks_per_second: float = 25.0  # av_positions="time": position ids per second of media (25 = one per 40 ms, as TMRoPE)
 
     @property
     def num_video_tokens(self) -> int:
@@ -274,6 +280,7 @@ class MIMOConfig:
         return self.audio.audio_seq_len // self.projector.audio_token_compression
 
     def __post_init__(self) -> None:
+        self._check_time_layout()
         if self.vision.num_frames % self.projector.vision_temporal_compression:
             raise ConfigError(
                 f"vision_temporal_compression {self.projector.vision_temporal_compression} must divide "
@@ -289,6 +296,39 @@ class MIMOConfig:
                 f"audio_token_compression {self.projector.audio_token_compression} must divide "
                 f"audio_seq_len {self.audio.audio_seq_len}"
             )
+
+    def _check_time_layout(self) -> None:
+        """``av_layout``, ``av_positions``, ``chunk_seconds``, ``ticks_per_second``; no merged video token across chunks."""
+        _check_choice("av_layout", self.av_layout, AV_LAYOUTS)
+        _check_choice("av_positions", self.av_positions, AV_POSITIONS)
+        for name in ("chunk_seconds", "ticks_per_second"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        if self.av_layout != "interleaved":
+            return
+        # Frame i shows [i, i + 1) * clip / T; the projector merges frames g*kt .. g*kt + kt - 1 into one token,
+        # which must not straddle two chunks (the video keeps a time axis: merged per chunk, never over the clip).
+        frames, kt = self.vision.num_frames, self.projector.vision_temporal_compression
+        k, per_frame = self.projector.vision_token_compression, self.vision.tokens_per_frame
+        if per_frame % k:
+            raise ConfigError(
+                f"av_layout='interleaved': vision_token_compression {k} must divide the {per_frame} tokens of a "
+                "frame, so that no merged video token holds the end of one frame and the start of the next"
+            )
+        frame_s = self.audio.clip_duration_s / frames
+        for first in range(0, frames - frames % kt, kt):
+            start, end = first * frame_s, (first + kt) * frame_s  # the merged token's span
+            if math.floor(start / self.chunk_seconds + 1e-9) != math.ceil(end / self.chunk_seconds - 1e-9) - 1:
+                per_chunk = self.chunk_seconds / frame_s
+                fits = [d for d in range(1, frames + 1) if frames % d == 0 and per_chunk >= d and
+                        abs(per_chunk / d - round(per_chunk / d)) < 1e-9]
+                raise ConfigError(
+                    f"av_layout='interleaved' with chunk_seconds={self.chunk_seconds:g}: the projector merges "
+                    f"{kt} frames ({start:g}-{end:g} s) into one video token, across a chunk boundary; merge only "
+                    f"the frames of one chunk (vision_temporal_compression one of {fits or [1]}) or choose "
+                    f"chunk_seconds a multiple of {kt} frames ({kt * frame_s:g} s)"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -43,6 +43,11 @@ O(S^2) work per answer instead of O(S).
 :class:`CombinedInputs`' positions at every real token. For left-padded
 generation they are shifted by the padding length, which RoPE does not see:
 attention scores depend only on the *difference* of two positions.
+Time-aware position ids (``MIMOConfig.av_positions="time"``, chapter 8) are
+not counting ids, so this backend cannot honour them: ``MIMOModel`` refuses
+that setting with ``backend="megatron"``. (megatron-core's ``mrope``
+position embedding takes ``[3, B, S]`` ids and would be the way to pass them
+through; not wired here.)
 
 :func:`build_megatron_mimo` goes one step further: megatron-core's own
 ``MimoModel`` built from this book's towers and projectors, to show that the

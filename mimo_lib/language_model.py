@@ -600,8 +600,9 @@ def generate(
         decoder_input: ``(B, S, D)`` embedded prompts, LEFT-padded so that every row's
             last position is a real token.
         attention_mask: ``(B, S)`` bool, True = real token (False at the padded start).
-        position_ids: ``(B, S)`` long, e.g. :func:`make_position_ids`. Each new token gets
-            its row's last position + 1.
+        position_ids: ``(B, S)`` long, e.g. :func:`make_position_ids`, or time-aware ids
+            (:mod:`mimo_lib.combine`). Each new token gets its row's largest position + 1
+            (Qwen2.5-Omni's rule; for counting ids the largest is the last).
         max_new_tokens: how many tokens to produce.
         eos_token_id: once a row emits it, the row is done and keeps emitting it.
         do_sample: sample (True) or take the most likely token (False).
@@ -627,7 +628,7 @@ def generate(
     try:
         out = torch.full((B, max_new_tokens), eos_token_id, dtype=torch.long, device=decoder_input.device)
         done = torch.zeros(B, dtype=torch.bool, device=decoder_input.device)
-        next_position = position_ids[:, -1]  # (B,) last position of each prompt
+        next_position = position_ids.masked_fill(~attention_mask, 0).max(dim=1).values  # (B,) largest id of each prompt
 
         # the sequence so far, for the no-cache path
         inputs, mask, positions = decoder_input, attention_mask, position_ids

@@ -8,6 +8,13 @@
 placeholder stands, so the decoder reads one sequence of text, video and
 audio positions. Labels cover the assistant's answers only.
 
+Time (chapter 8): ``config.av_layout`` ("block" or "interleaved") and
+``config.av_positions`` ("sequence" or "time") choose how the zipper lays out
+a clip and numbers its positions; :meth:`MIMOModel.token_timing` says when each
+video and audio token happens (frame ``i`` of ``T`` shows
+``[i, i + 1) * clip / T``; audio token ``j`` of ``N`` covers ``[j, j + 1) * clip / N``,
+``clip`` = ``audio.clip_duration_s``, the window both senses see).
+
 Freezing helpers (:meth:`MIMOModel.set_trainable`) serve the two training
 stages of chapter 7: ``align`` trains only the projectors, ``instruct``
 trains the projectors and the language model.
@@ -23,12 +30,12 @@ import torch
 from torch import nn
 
 from mimo_lib.audio_tower import build_audio_tower
-from mimo_lib.combine import CombinedInputs, combine_multimodal_inputs, sample_name
+from mimo_lib.combine import CombinedInputs, TokenTiming, combine_multimodal_inputs, sample_name
 from mimo_lib.config import MIMOConfig
 from mimo_lib.errors import CombineError
-from mimo_lib.language_backends import build_language_model
+from mimo_lib.language_backends import BackendError, build_language_model
 from mimo_lib.language_model import generate
-from mimo_lib.projector import ModalityProjector
+from mimo_lib.projector import ModalityProjector, merged_token_frames
 from mimo_lib.towers import load_tower_weights
 from mimo_lib.vision_tower import build_vision_tower
 
@@ -98,6 +105,11 @@ class MIMOModel(nn.Module):
         self.audio_projector = ModalityProjector(
             self.audio_tower.output_size, width, config.projector.audio_token_compression, config.projector.projector_type
         )
+        if backend == "megatron" and config.av_positions == "time":
+            raise BackendError(
+                "av_positions='time' needs RoPE at the given position ids, and megatron-core's GPTModel applies "
+                "RoPE at 0 .. S-1 whatever position_ids says; use the local backend or av_positions='sequence'"
+            )
         self.language_model = build_language_model(config.language_model, backend)
 
     # ------------------------------------------------------------------ modalities and encoders
@@ -111,6 +123,22 @@ class MIMOModel(nn.Module):
             "video": Modality("video", c.video_token_id, self.vision_tower, self.vision_projector),
             "audio": Modality("audio", c.audio_token_id, self.audio_tower, self.audio_projector),
         }
+
+    def token_timing(self) -> TokenTiming:
+        """When each video and audio token of a clip begins (seconds into the clip window), for the zipper.
+
+        Video: the first frame each projected token merges (:func:`~mimo_lib.projector.merged_token_frames`)
+        times ``clip / T``. Audio: token ``j`` of the ``N`` the projector emits begins at ``j * clip / N``.
+        """
+        c = self.config
+        clip = c.audio.clip_duration_s
+        frames = merged_token_frames(
+            c.vision.num_frames, c.vision.tokens_per_frame, c.projector.vision_temporal_compression,
+            c.projector.vision_token_compression,
+        )  # (Nv,)
+        video = frames.double() * clip / c.vision.num_frames  # (Nv,) seconds
+        audio = torch.arange(c.num_audio_tokens, dtype=torch.float64) * clip / c.num_audio_tokens  # (Na,) seconds
+        return TokenTiming({c.video_token_id: video, c.audio_token_id: audio}, c.chunk_seconds, c.ticks_per_second)
 
     def encode(self, name: str, media: torch.Tensor) -> torch.Tensor:
         """Media of modality ``name`` → ``(B, tokens, D)``: its tower, then its projector."""
@@ -175,6 +203,9 @@ class MIMOModel(nn.Module):
             padding_side=padding_side,
             sample_ids=sample_ids,
             modality_names={modality.token_id: name for name, modality in self.modalities.items()},
+            layout=c.av_layout,
+            positions=c.av_positions,
+            timing=self.token_timing(),
         )
 
     # ------------------------------------------------------------------ forward and generate

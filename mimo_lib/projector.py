@@ -40,6 +40,17 @@ must learn to make (chapter 7 measures the difference). Video tokens run
 
 then ``token_compression`` merges consecutive tokens of the result as above.
 
+**Keeping a time axis (chapter 8).** Merging all ``T`` frames of a cell
+(``kt = T``, the toy block layout) leaves the decoder one token per cell and no
+time axis: the whole clip is one instant. The time-interleaved layout
+(``MIMOConfig.av_layout="interleaved"``) merges only the frames of one time
+chunk (``kt`` = frames per chunk, checked by ``MIMOConfig``), so the video
+tokens still run chunk by chunk, and :func:`merged_token_frames` says which
+frame each output token starts at; :mod:`mimo_lib.combine` turns that into
+its time::
+
+    8 frames, chunks of 2 frames, kt = 2:   tokens (g, p) for g = 0..3  ->  first frames 0, 2, 4, 6
+
 Parameters (weights and biases, closed form in :func:`projector_num_parameters`)::
 
     linear_fc1: (input_size * kt * k) * output_size + output_size
@@ -106,6 +117,26 @@ def merge_frames(x: torch.Tensor, temporal_compression: int, tokens_per_frame: i
     x = x.reshape(batch, groups, temporal_compression, tokens_per_frame, dim)  # (B, T/kt, kt, P, D)
     x = x.transpose(2, 3)  # (B, T/kt, P, kt, D): each cell's kt frames side by side
     return x.reshape(batch, groups * tokens_per_frame, temporal_compression * dim)  # (B, T/kt * P, kt*D)
+
+
+def merged_token_frames(
+    num_frames: int, tokens_per_frame: int, temporal_compression: int = 1, token_compression: int = 1
+) -> torch.Tensor:
+    """The first frame of each video token the projector emits: ``(T * P // (kt * k),)`` long.
+
+    Output token ``n`` merges tokens ``n*k .. n*k + k - 1`` of the frame-merged sequence, whose token ``m``
+    is cell ``m % P`` of frames ``(m // P) * kt ..``; its first frame is ``((n * k) // P) * kt``.
+    """
+    if min(num_frames, tokens_per_frame, temporal_compression, token_compression) < 1:
+        raise ValueError("num_frames, tokens_per_frame and both compressions must be positive")
+    if num_frames % temporal_compression or (num_frames // temporal_compression * tokens_per_frame) % token_compression:
+        raise ValueError(
+            f"{num_frames} frames of {tokens_per_frame} tokens cannot be merged by temporal_compression="
+            f"{temporal_compression} and token_compression={token_compression}"
+        )
+    num_out = num_frames * tokens_per_frame // (temporal_compression * token_compression)
+    first_merged = torch.arange(num_out) * token_compression  # (N',) first frame-merged token of each output token
+    return (first_merged // tokens_per_frame) * temporal_compression  # (N',)
 
 
 class ModalityProjector(nn.Module):

@@ -472,3 +472,18 @@ def test_closed_form_parameter_count_for_the_7b_preset_on_meta(preset: str) -> N
     assert language_model_num_parameters(config) == actual == LLAVA_7B_PARAMETERS, (
         f"{preset} language model: closed form {language_model_num_parameters(config):_}, built {actual:_}"
     )
+
+
+def test_generation_continues_after_the_largest_position_not_the_last() -> None:
+    """Time-aware ids (mimo_lib.combine) need not grow along the row: the next token takes max + 1."""
+    model = build(LanguageModelConfig(num_layers=2, hidden_size=32, num_attention_heads=2, ffn_hidden_size=64))
+    x = model.embed_tokens(random_ids(1, 5))  # (1, 5, D)
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    positions = torch.tensor([[0, 1, 9, 4, 5]])  # largest 9, last 5
+    cached = generate(model, x, mask, positions, max_new_tokens=3, eos_token_id=1)
+    recomputed = generate(model, x, mask, positions, max_new_tokens=3, eos_token_id=1, use_cache=False)
+    assert torch.equal(cached, recomputed)
+    step = torch.cat([x, model.embed_tokens(cached[:, :1])], dim=1)
+    logits = model(decoder_input=step, position_ids=torch.tensor([[0, 1, 9, 4, 5, 10]])).logits[0, -1]
+    logits[model.config.vocab_size:] = float("-inf")
+    assert int(logits.argmax()) == int(cached[0, 1])

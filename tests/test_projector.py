@@ -8,7 +8,13 @@ from torch import nn
 
 from mimo_lib.config import MIMOConfig, ProjectorConfig, get_preset
 from mimo_lib.model import MIMOModel
-from mimo_lib.projector import ModalityProjector, merge_frames, merge_tokens, projector_num_parameters
+from mimo_lib.projector import (
+    ModalityProjector,
+    merge_frames,
+    merge_tokens,
+    merged_token_frames,
+    projector_num_parameters,
+)
 
 
 @pytest.mark.parametrize("k", [1, 2, 4])
@@ -166,3 +172,16 @@ def test_toy_video_tokens_each_see_every_frame():
         diff = (model.vision_projector(features) - model.vision_projector(changed_frame)).abs().sum(-1)[0]
     assert diff.shape == (config.num_video_tokens,)
     assert torch.nonzero(diff).flatten().tolist() == [5]  # only cell 5's token, which holds all 8 frames
+
+
+def test_merged_token_frames_give_each_video_token_its_first_frame():
+    # 8 frames of 4 cells: all frames merged (the toy block layout) -> one instant; 2 per token -> a time axis
+    assert merged_token_frames(8, 4, temporal_compression=8).tolist() == [0] * 4
+    assert merged_token_frames(8, 4, temporal_compression=2).tolist() == [0] * 4 + [2] * 4 + [4] * 4 + [6] * 4
+    assert merged_token_frames(4, 4, temporal_compression=1, token_compression=2).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    # the order is the projector's: token (g, p) of merge_frames is cell p of frames g*kt ..
+    x = torch.arange(8 * 4, dtype=torch.float32).reshape(1, 32, 1)  # value = frame * 4 + cell
+    merged = merge_frames(x, 2, 4)  # (1, 16, 2)
+    assert torch.equal((merged[0, :, 0] // 4).long(), merged_token_frames(8, 4, 2))
+    with pytest.raises(ValueError, match="cannot be merged"):
+        merged_token_frames(8, 4, temporal_compression=3)
