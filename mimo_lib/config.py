@@ -38,6 +38,7 @@ ACTIVATIONS = ("gelu", "swiglu")
 PROJECTOR_TYPES = ("mlp2x_gelu",)
 AV_LAYOUTS = ("block", "interleaved")  # MIMOConfig.av_layout: how video and audio tokens are laid out
 AV_POSITIONS = ("sequence", "time")  # MIMOConfig.av_positions: what the position ids of media tokens count
+CLIP_WINDOWS = ("start", "center")  # where a file's time window of clip_duration_s begins (mimo_lib.data.media)
 
 
 class ConfigError(MimoInputError):
@@ -127,7 +128,7 @@ class AudioTowerConfig:
     backbone_type: str = "whisper"  # --audio-backbone-type: "whisper", "beats" (built here) or "hf-whisper"
     pretrained_path: str | None = None  # hf-whisper only: local folder for from_pretrained (own towers: MIMOModel.load_towers)
     sample_rate: int = SAMPLE_RATE  # audio is resampled to this rate (16 kHz, as Whisper)
-    clip_duration_s: float = 1.0  # audio is cropped or zero-padded to this length
+    clip_duration_s: float = 1.0  # --clip-duration: the time window both senses see, in seconds (see MIMOConfig.clip_window)
     num_mel_bins: int | None = None  # feature bins per frame; None = the backbone's own: 80 log-mel (Whisper), 128 fbank (BEATs)
     hidden_size: int = 128  # width of the encoder
     num_layers: int = 4  # transformer blocks
@@ -135,7 +136,7 @@ class AudioTowerConfig:
     ffn_hidden_size: int = 512  # MLP width inside each block
     layernorm_epsilon: float = 1e-5
     beats_patch_size: int = 16  # BEATs cuts the fbank into patch x patch squares (frequency x time)
-    audio_seq_len: int | None = None  # --audio-seq-len: audio tokens per clip after pooling; None = half the encoder's positions
+    audio_seq_len: int | None = None  # --audio-seq-len: audio tokens per clip (any positive number; adaptive average pooling); None = half the encoder's positions
     normalize_output: bool = True  # LayerNorm on the pooled features
 
     def __post_init__(self) -> None:
@@ -149,14 +150,16 @@ class AudioTowerConfig:
             raise ConfigError(
                 f"beats: num_mel_bins {self.num_mel_bins} is not divisible by beats_patch_size {self.beats_patch_size}"
             )
-        natural = self.encoder_seq_len
-        if self.audio_seq_len < 1 or natural % self.audio_seq_len != 0:
-            divisors = [d for d in range(1, natural + 1) if natural % d == 0]
+        # Any positive count works: token j averages the encoder positions of the j-th of audio_seq_len equal
+        # time spans (mimo_lib.audio_tower.pool_sequence). More tokens than positions repeat positions.
+        if isinstance(self.audio_seq_len, bool) or not isinstance(self.audio_seq_len, int) or self.audio_seq_len < 1:
             raise ConfigError(
-                f"--audio-seq-len {self.audio_seq_len} does not fit the {self.backbone_type} encoder, which makes "
-                f"{natural} positions for {self.clip_duration_s:g} s of audio: audio_seq_len must divide {natural} "
-                f"(one of {divisors}), or change clip_duration_s"
+                f"--audio-seq-len {self.audio_seq_len!r}: the number of audio tokens must be a positive whole "
+                f"number (any one: the {self.backbone_type} encoder's {self.encoder_seq_len} positions for "
+                f"{self.clip_duration_s:g} s of audio are average-pooled to it)"
             )
+        if not self.clip_duration_s > 0:
+            raise ConfigError(f"--clip-duration must be a positive number of seconds, got {self.clip_duration_s!r}")
 
     @property
     def num_samples(self) -> int:
@@ -181,9 +184,12 @@ class AudioTowerConfig:
         return self.num_feature_frames // 2
 
     @property
-    def pool_factor(self) -> int:
-        """Encoder positions averaged into each audio token."""
-        return self.encoder_seq_len // self.audio_seq_len
+    def pool_factor(self) -> float:
+        """Encoder positions per audio token: an int when ``audio_seq_len`` divides ``encoder_seq_len``
+        (each token the mean of that many whole positions), else a fraction (windows straddle positions;
+        below 1, tokens repeat positions)."""
+        ratio = self.encoder_seq_len / self.audio_seq_len
+        return int(ratio) if self.encoder_seq_len % self.audio_seq_len == 0 else ratio
 
 
 @dataclass
@@ -267,6 +273,7 @@ class MIMOConfig:
     av_positions: str = "sequence"  # --av-positions: "sequence" (0, 1, 2, ... per position) or "time" (a media token's id counts ticks of its time, shared by video and audio of the same instant; text continues at max + 1, as Qwen2.5-Omni's TMRoPE)
     chunk_seconds: float = 0.25  # --chunk-seconds: one time chunk of the interleaved layout (Qwen2.5-Omni: 2 s; 0.25 s gives four chunks of a 1-s toy clip, two frames each)
     ticks_per_second: float = 25.0  # av_positions="time": position ids per second of media (25 = one per 40 ms, as TMRoPE)
+    clip_window: str = "start"  # --clip-window: frames and audio of a file come from the same audio.clip_duration_s seconds, from 0 s ("start") or centred on the clip ("center")
 
     @property
     def num_video_tokens(self) -> int:
@@ -280,6 +287,7 @@ class MIMOConfig:
         return self.audio.audio_seq_len // self.projector.audio_token_compression
 
     def __post_init__(self) -> None:
+        _check_choice("clip_window", self.clip_window, CLIP_WINDOWS)
         self._check_time_layout()
         if self.vision.num_frames % self.projector.vision_temporal_compression:
             raise ConfigError(
@@ -364,7 +372,11 @@ def _toy_vision() -> VisionTowerConfig:
     # learns shapes very slowly from a few thousand synthetic clips, while three
     # stride-2 3x3 convolutions in front of the same transformer learn them much
     # faster (chapter 2 measures both).
-    return VisionTowerConfig(patch_embedding_type="conv")
+    #
+    # Three blocks, the last one's output selected: the same features as LLaVA's
+    # "penultimate of four" (select_layer=-2), without a fourth block that
+    # nothing reads and nothing trains.
+    return VisionTowerConfig(patch_embedding_type="conv", num_layers=3, select_layer=-1)
 
 
 def _toy_projector() -> ProjectorConfig:
