@@ -106,6 +106,11 @@ RECIPES: dict[str, Recipe] = {
         instruct=replace(_TOY.instruct, lr=2e-5, min_lr=0.0, weight_decay=0.0),
         note="LLaVA-1.5's instruct learning rate (2e-5) for a pretrained 7B decoder; not run here (GPU-sized).",
     ),
+    "gpt-1b": replace(
+        _TOY, preset="gpt-1b", version="gpt-1b-2026.11",
+        instruct=replace(_TOY.instruct, lr=3e-4, min_lr=3e-5, micro_batch_size=8),
+        note="The scale-out preset of chapter 9 and benchmarks/megatron_throughput.py; not trained here.",
+    ),
 }
 
 
