@@ -35,16 +35,26 @@ one it is a band of frequencies within one time step. (Frequency-major order
 would make each token a frequency band over the *whole* clip, and the
 language model could no longer tell what happened when.)
 
-**Pooling** (:func:`pool_sequence`) averages ``pool_factor =
-encoder_seq_len / audio_seq_len`` consecutive positions into each token, so
-``--audio-seq-len`` trades detail for decoder positions without changing the
-encoder. The config checks that it divides ``encoder_seq_len``.
+**Pooling** (:func:`pool_sequence`) cuts the encoder's positions into
+``audio_seq_len`` equal time spans and averages each span into one token, so
+``--audio-seq-len`` (the number of audio tokens the decoder receives) trades
+detail for decoder positions without changing the encoder. Any positive value
+works: when it divides ``encoder_seq_len`` each token is the mean of
+``pool_factor`` whole positions (the toy model: 50 / 25 = 2); otherwise spans
+straddle positions (``adaptive_avg_pool1d``); and above ``encoder_seq_len``
+tokens repeat positions -- more decoder positions, no more detail (e.g. BEATs
+at 1 s makes 56 positions, so ``--audio-seq-len 1024`` repeats each about 18
+times; ``--clip-duration`` makes more positions). Token ``j`` of ``A`` covers
+``[j / A, (j + 1) / A)`` of the encoder's time axis: the clip window for
+Whisper, the window padded up to whole 160-ms patches for BEATs (7 patches =
+1.12 s for a 1-s window).
 
 **Input length**: a ``(B, N)`` batch (or one ``(N,)`` clip) at
 ``config.sample_rate`` is cropped or zero-padded at the end to
 ``config.num_samples`` (:func:`fit_waveform`, which the dataset's
-``mimo_lib.data.dataset.fit_audio_length`` applies to each clip). Clips longer than
-``clip_duration_s`` therefore lose their end.
+``mimo_lib.data.dataset.fit_audio_length`` applies to each clip). Files are cut to the
+same time window for video and audio before they get here
+(:func:`mimo_lib.data.media.clip_window`), so this only ever pads or crops a few samples.
 """
 
 from __future__ import annotations
@@ -89,10 +99,19 @@ def fit_waveform(waveform: torch.Tensor, num_samples: int) -> torch.Tensor:
 
 
 def pool_sequence(x: torch.Tensor, audio_seq_len: int) -> torch.Tensor:
-    """Average each run of ``S / audio_seq_len`` consecutive positions into one token.
+    """``(B, S, D)`` encoder states -> ``(B, audio_seq_len, D)`` tokens, for any positive ``audio_seq_len``.
 
-    Token ``i`` is the mean of positions ``i * k .. (i + 1) * k - 1`` (``k = S / audio_seq_len``),
-    and of nothing else.
+    Token ``i`` stands for the ``i``-th of ``audio_seq_len`` equal spans of the ``S`` positions,
+    ``[i * S / audio_seq_len, (i + 1) * S / audio_seq_len)``, and is the mean of the positions that span
+    touches: ``torch.nn.functional.adaptive_avg_pool1d``, which averages positions
+    ``floor(i * S / n) .. ceil((i + 1) * S / n) - 1``.
+
+    * ``audio_seq_len`` divides ``S``: each token is the mean of ``k = S / audio_seq_len`` whole
+      positions, computed as a reshape and a mean (the arithmetic of every committed model, bit for bit).
+    * otherwise the spans straddle positions: a position on a border counts in both tokens.
+    * ``audio_seq_len > S``: each token's span lies inside one position (or across the border of two),
+      so tokens *repeat* positions. No detail is added; the decoder gets more positions for the same
+      sound. Raise ``clip_duration_s`` for more positions.
 
     Args:
         x: ``(B, S, D)`` encoder states.
@@ -100,13 +119,13 @@ def pool_sequence(x: torch.Tensor, audio_seq_len: int) -> torch.Tensor:
         ``(B, audio_seq_len, D)``.
     """
     batch, length, dim = x.shape
-    if audio_seq_len < 1 or length % audio_seq_len != 0:
-        raise ValueError(
-            f"cannot pool {length} encoder positions into {audio_seq_len} audio tokens: "
-            f"--audio-seq-len must divide {length}"
-        )
-    k = length // audio_seq_len
-    return x.reshape(batch, audio_seq_len, k, dim).mean(dim=2)  # (B, audio_seq_len, D)
+    if isinstance(audio_seq_len, bool) or not isinstance(audio_seq_len, int) or audio_seq_len < 1:
+        raise ValueError(f"--audio-seq-len {audio_seq_len!r}: the number of audio tokens must be a positive whole number")
+    if length % audio_seq_len == 0:
+        k = length // audio_seq_len
+        return x.reshape(batch, audio_seq_len, k, dim).mean(dim=2)  # (B, audio_seq_len, D)
+    pooled = F.adaptive_avg_pool1d(x.transpose(1, 2), audio_seq_len)  # (B, D, audio_seq_len)
+    return pooled.transpose(1, 2)  # (B, audio_seq_len, D)
 
 
 # --------------------------------------------------------------------------- #

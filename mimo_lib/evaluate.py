@@ -92,9 +92,10 @@ def build_dataset(
         num_frames=config.vision.num_frames,
         image_size=config.vision.image_size,
         sample_rate=config.audio.sample_rate,
-        audio_duration_s=config.audio.clip_duration_s,
+        clip_duration_s=config.audio.clip_duration_s,  # frames and audio from the same window
         tokenizer=tokenizer,
         allow_missing_audio=allow_missing_audio,
+        clip_window=config.clip_window,
     )
 
 

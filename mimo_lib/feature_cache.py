@@ -13,6 +13,10 @@ later epoch reads them back and only the projectors and the decoder run::
     model(batch.input_ids, labels=batch.labels, attention_mask=batch.attention_mask,
           video_features=batch.video_features, audio_features=batch.audio_features)
 
+The clips are the dataset's samples, read as everywhere else: frames and audio of a
+file from the same time window (:func:`mimo_lib.data.media.read_clip`), so cached
+features see and hear the same seconds as the towers would at every step.
+
 Samples are encoded in fixed chunks (indices ``[k * chunk_size, (k + 1) *
 chunk_size)``) the first time any of them is drawn, so the arithmetic does not
 depend on which batch asked first: a resumed run recomputes bitwise the same

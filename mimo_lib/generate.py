@@ -1,10 +1,11 @@
 """Ask a trained model about a clip: ``python -m mimo_lib.generate --load CKPT --video clip.mp4 --prompt "..."``.
 
-The clip is read the way the training data was: ``num_frames`` frames spread
-over the whole video, resized and centre-cropped to the model's image size; the
-audio (the video's own track, or ``--audio FILE``) mixed to mono, resampled to
-the model's rate and cropped or zero-padded to its clip length with the
-dataset's rule (:func:`mimo_lib.data.dataset.fit_audio_length`). The prompt gets
+The clip is read the way the training data was (:func:`mimo_lib.data.media.read_clip`): both senses
+from the same time window of the model's clip length (``clip_duration_s``, from 0 s or centred on
+the file as the model's ``clip_window`` says); ``num_frames`` frames spread over that window,
+resized and centre-cropped to the model's image size; the audio (the video's own track, or
+``--audio FILE``) mixed to mono, resampled to the model's rate and cut to the same window, with
+black frames and silence where the window runs past the file. The prompt gets
 the ``<video>`` and ``<audio>`` placeholders in front, exactly as in training::
 
     <bos>User: <video>
@@ -45,18 +46,14 @@ def read_media(config, video_path: Path | None, audio_path: Path | None, use_vid
 
     ``use_video_audio=False``: the video's own sound track is not used (a question about the picture alone).
     """
-    from mimo_lib.data.dataset import fit_audio_length
-    from mimo_lib.data.media import read_audio, read_video_frames
+    from mimo_lib.data.media import read_clip
 
-    video = audio = None
-    if video_path is not None:
-        video = read_video_frames(video_path, config.vision.num_frames, config.vision.image_size)
     source = audio_path or (video_path if use_video_audio else None)
-    if source is not None:
-        # A video without sound gives silence (with a warning) rather than no answer at all.
-        audio = read_audio(source, config.audio.sample_rate, allow_missing_audio=audio_path is None)
-        audio = fit_audio_length(audio, config.audio.num_samples)
-    return video, audio
+    # A video without sound gives silence (with a warning) rather than no answer at all.
+    return read_clip(
+        video_path, source, config.vision.num_frames, config.vision.image_size, config.audio.sample_rate,
+        config.audio.clip_duration_s, config.clip_window, allow_missing_audio=audio_path is None,
+    )  # (T, 3, H, W) uint8 or None, (num_samples,) float32 or None
 
 
 def check_answer_fits(config, prompt_length: int, with_video: bool, with_audio: bool, max_new_tokens: int) -> None:

@@ -136,11 +136,45 @@ def test_odd_frame_count_keeps_encoder_seq_len():
     assert AudioTower(config)(torch.randn(SR)).shape == (1, 25, 32)
 
 
-def test_inconsistent_audio_seq_len_is_a_clear_config_error():
-    with pytest.raises(ValueError, match=r"--audio-seq-len 24 .* must divide 50"):
-        AudioTowerConfig(audio_seq_len=24)
-    with pytest.raises(ValueError, match=r"--audio-seq-len 25 .* must divide 56"):
-        AudioTowerConfig(backbone_type="beats", num_mel_bins=128, audio_seq_len=25)
+def test_audio_seq_len_must_be_positive():
+    with pytest.raises(ValueError, match=r"--audio-seq-len 0: .*positive whole number"):
+        AudioTowerConfig(audio_seq_len=0)
+    with pytest.raises(ValueError, match=r"--audio-seq-len 2.5"):
+        AudioTowerConfig(audio_seq_len=2.5)
+    with pytest.raises(ValueError, match=r"--audio-seq-len -3"):
+        pool_sequence(torch.zeros(1, 50, 4), -3)
+
+
+@pytest.mark.parametrize("length, tokens", [(50, 25), (50, 10), (56, 7), (56, 14), (50, 50), (50, 1)])
+def test_pooling_that_divides_is_todays_reshape_mean_bit_for_bit(length, tokens):
+    # the committed models pool this way: token i = mean of positions i*k .. i*k + k - 1, summed in that order
+    x = torch.randn(3, length, 16)
+    k = length // tokens
+    expected = torch.stack([x[:, i * k : (i + 1) * k].mean(dim=1) for i in range(tokens)], dim=1)
+    assert torch.equal(pool_sequence(x, tokens), x.reshape(3, tokens, k, 16).mean(dim=2))
+    torch.testing.assert_close(pool_sequence(x, tokens), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("length, tokens", [(50, 24), (56, 25), (50, 7), (56, 100), (56, 1024), (50, 51)])
+def test_any_token_count_averages_the_positions_its_time_span_touches(length, tokens):
+    x = torch.randn(2, length, 8)
+    pooled = pool_sequence(x, tokens)
+    assert pooled.shape == (2, tokens, 8)
+    for i in range(tokens):
+        first, last = (i * length) // tokens, math.ceil((i + 1) * length / tokens)  # span [i S/n, (i+1) S/n)
+        torch.testing.assert_close(pooled[:, i], x[:, first:last].mean(dim=1))
+    if tokens > length:  # more tokens than positions: every position appears, in time order, repeated
+        assert pooled.shape[1] == tokens and (last - first) <= 2
+
+
+def test_the_seed_command_audio_settings_build_and_run():
+    # --audio-backbone-type beats --audio-seq-len 1024: 56 positions for 1 s, each repeated about 18 times
+    config = AudioTowerConfig(backbone_type="beats", audio_seq_len=1024, hidden_size=32, num_layers=1,
+                              num_attention_heads=4, ffn_hidden_size=64)
+    assert config.encoder_seq_len == 56 and config.pool_factor == pytest.approx(56 / 1024)
+    assert AudioTower(config)(torch.randn(2, SR)).shape == (2, 1024, 32)
+    assert AudioTowerConfig(audio_seq_len=24).pool_factor == pytest.approx(50 / 24)
+    assert AudioTowerConfig(audio_seq_len=25).pool_factor == 2 and isinstance(AudioTowerConfig().pool_factor, int)
 
 
 def test_wrong_features_name_what_to_change():
@@ -170,8 +204,6 @@ def test_pool_sequence_averages_its_own_window_only():
     bumped[:, 7] += 1.0  # position 7 belongs to token 7 // 3 = 2
     changed = (pool_sequence(bumped, 4) - pooled).abs().amax(dim=(0, 2)) > 0
     assert changed.tolist() == [False, False, True, False]
-    with pytest.raises(ValueError, match="must divide 12"):
-        pool_sequence(x, 5)
 
 
 def changed_tokens(tower: AudioTower, features: torch.Tensor, frames: slice, mels: slice = slice(None)) -> list[int]:

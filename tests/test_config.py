@@ -55,7 +55,9 @@ def test_backbone_defaults_fit_their_encoder():
         (lambda: VisionTowerConfig(pool_size=0), "pool_size must be at least 1"),
         (lambda: VisionTowerConfig(select_layer=5), "select_layer 5"),
         (lambda: VisionTowerConfig(backbone_type="resnet"), "not one of"),
-        (lambda: AudioTowerConfig(audio_seq_len=30), r"--audio-seq-len 30 does not fit .*one of \[1, 2, 5, 10, 25, 50\]"),
+        (lambda: AudioTowerConfig(audio_seq_len=0), r"--audio-seq-len 0: the number of audio tokens must be a positive"),
+        (lambda: AudioTowerConfig(clip_duration_s=0), r"--clip-duration must be a positive number of seconds"),
+        (lambda: MIMOConfig(clip_window="middle"), r"clip_window='middle' is not one of \('start', 'center'\)"),
         (lambda: AudioTowerConfig(backbone_type="beats", num_mel_bins=100), "not divisible by beats_patch_size"),
         (lambda: MIMOConfig(projector=ProjectorConfig(audio_token_compression=2)), "must divide audio_seq_len 25"),
         (lambda: get_preset("huge"), "unknown preset"),
@@ -86,3 +88,24 @@ def test_temporal_compression_must_divide_the_frames():
     assert both.num_video_tokens == 128 // 8
     with pytest.raises(ValueError, match="vision_token_compression 3 must divide the 64 video tokens"):
         MIMOConfig(projector=ProjectorConfig(vision_temporal_compression=2, vision_token_compression=3))
+
+
+def test_any_positive_audio_seq_len_is_accepted_and_old_configs_read_the_window_from_0():
+    # the seed's command: --audio-backbone-type beats --audio-seq-len 1024 --num-frames 8
+    config = MIMOConfig(audio=AudioTowerConfig(backbone_type="beats", audio_seq_len=1024))
+    assert config.num_audio_tokens == 1024 and AudioTowerConfig(audio_seq_len=30).audio_seq_len == 30
+    old = MIMOConfig().to_dict()
+    del old["clip_window"]  # a checkpoint written before the field existed
+    assert MIMOConfig.from_dict(old).clip_window == "start"
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_has_a_recipe_for_every_stage(name):
+    from mimo_lib.recipes import get_recipe
+
+    recipe = get_recipe(name)
+    assert recipe.preset == name and recipe.version.startswith(name)
+    for stage in ("align", "instruct"):
+        numbers = recipe.stage(stage)
+        assert numbers.train_iters > 0 and numbers.micro_batch_size > 0 and 0 <= numbers.min_lr <= numbers.lr
+    assert recipe.towers.steps("vision") > 0 and recipe.towers.steps("audio") > 0

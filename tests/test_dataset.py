@@ -116,7 +116,7 @@ def test_collate_fills_missing_modalities_and_rejects_mismatched_frames():
     audio_only = {"id": "b", "video": None, "audio": torch.ones(100), "conversations": []}
     batch = collate_av_batch([with_video, audio_only])
     assert batch["has_video"].tolist() == [True, False] and batch["has_audio"].tolist() == [False, True]
-    assert batch["video"][1].sum() == 0 and batch["audio_lengths"].tolist() == [0, 100]
+    assert batch.video[1].sum() == 0 and batch.audio[0].abs().sum() == 0 and batch.audio[1].sum() == 100
     other = dict(with_video, id="c", video=torch.ones(4, 3, 16, 16, dtype=torch.uint8))
     with pytest.raises(DatasetFormatError, match="differ in shape.*a: .*c: "):
         collate_av_batch([with_video, other])
@@ -178,7 +178,7 @@ def test_audio_placeholder_takes_the_video_track(tmp_path, tiny_mp4):
     folder = write_folder(
         tmp_path / "d", [{"id": "x", "video": "clip.mp4", "conversations": qa("<video>\n<audio>\nWhat?")}], tiny_mp4
     )
-    sample = AVFolderDataset(folder, image_size=32, audio_duration_s=1.0)[0]
+    sample = AVFolderDataset(folder, image_size=32, clip_duration_s=1.0)[0]
     assert sample["audio"].shape == (16_000,)  # 0.5 s of sound, zero-padded to 1 s
     assert sample["audio"][9000:].abs().max() == 0
     assert dominant_frequency(sample["audio"][:8000], 16_000) == pytest.approx(440, rel=0.03)
@@ -360,7 +360,7 @@ def test_check_media_decodes_every_clip_and_lists_every_bad_sample(tmp_path, tin
         {"id": "garbled", "video": "garbled.mp4", "conversations": qa("<video>\nWhat?")},
     ]
     write_folder(tmp_path, records)
-    dataset = AVFolderDataset(tmp_path, num_frames=4, image_size=32, audio_duration_s=1.0)
+    dataset = AVFolderDataset(tmp_path, num_frames=4, image_size=32, clip_duration_s=1.0)
     with pytest.raises(MediaError) as error:
         dataset.check_media(progress=False)
     message = str(error.value)

@@ -114,6 +114,20 @@ def test_uniform_sampling_picks_evenly_spaced_frames(tmp_path):
     assert [index_of(frame) for frame in read_video_frames(path, num_frames=1)] == [0]
 
 
+def test_a_window_takes_the_frame_on_screen_at_the_middle_of_each_part(tmp_path):
+    path = write_video(tmp_path / "numbered.mp4", numbered_frames(30), fps=8)  # 3.75 s, frame i over [i/8, (i+1)/8)
+    # window [0.5, 2.5), 4 frames: middles at 0.75, 1.25, 1.75, 2.25 s -> frames 6, 10, 14, 18
+    video = read_video_frames(path, num_frames=4, window=media.TimeWindow(0.5, 2.0))
+    assert [index_of(frame) for frame in video] == [6, 10, 14, 18]
+    # a window that starts before the clip and ends after it: black outside, the clip's frames inside
+    video = read_video_frames(path, num_frames=6, window=media.TimeWindow(-1.0, 6.0))  # middles -0.5, 0.5, ... 4.5
+    assert video[0].max() == 0 and video[5].max() == 0
+    assert [index_of(frame) for frame in video[1:5]] == [4, 12, 20, 28]
+    # a window wholly outside the clip is all black, at the clip's size
+    outside = read_video_frames(path, num_frames=2, window=media.TimeWindow(10.0, 1.0))
+    assert outside.shape == (2, 3, H, W) and outside.max() == 0
+
+
 def test_short_clip_repeats_frames(tmp_path):
     path = write_video(tmp_path / "three.mp4", numbered_frames(3), fps=8)
     video = read_video_frames(path, num_frames=8)

@@ -15,6 +15,12 @@ Two sources, one sample format:
   the video's own audio track. A single JSON array (``conversations.json``)
   works too. Optional ``"question_type"`` is kept for per-type evaluation.
 
+  **Both senses see the same time window** of each file: ``clip_duration_s``
+  seconds, from 0 s or centred on the clip (``clip_window``), frames spread
+  over the window and audio cut to it, padded alike (black frames, silence)
+  where the window runs past the file; see :func:`mimo_lib.data.media.read_clip`.
+  Without ``clip_duration_s`` both senses get the whole file.
+
 Every sample is a dict::
 
     {"id": str, "video": (T, 3, H, W) uint8 or None, "audio": (N,) float32 or None,
@@ -41,7 +47,7 @@ from torch.utils.data import Dataset, Subset
 
 from mimo_lib.constants import PAD_TOKEN_ID
 from mimo_lib.data.conversation import IGNORE_INDEX, encode_conversation, validate_turns
-from mimo_lib.data.media import DEFAULT_SAMPLE_RATE, read_audio, read_video_frames
+from mimo_lib.data.media import DEFAULT_SAMPLE_RATE, read_audio, read_clip, read_video_frames
 from mimo_lib.data.synthetic import QUESTION_TYPES, SyntheticConfig, make_sample
 from mimo_lib.errors import DatasetFormatError, MediaError
 from mimo_lib.tokenizer import Tokenizer
@@ -291,10 +297,12 @@ class AVFolderDataset(Dataset):
 
     Args:
         data_path: folder holding ``conversations.jsonl`` (or ``.json``) and the media, or the file itself.
-        num_frames: frames sampled uniformly over each video.
+        num_frames: frames sampled uniformly over each clip's time window.
         image_size: frames become ``image_size x image_size`` (shorter side resized, then centre-cropped) so batches stack (None keeps them).
         sample_rate: audio is converted to mono at this rate.
-        audio_duration_s: crop or zero-pad audio to this length (None keeps each clip's length).
+        clip_duration_s: the time window both senses read, in seconds (the model's ``audio.clip_duration_s``);
+            None: the whole file (frames over all of it, all its audio), for looking at data, not for a model.
+        clip_window: where the window starts: ``"start"`` (0 s) or ``"center"`` (``MIMOConfig.clip_window``).
         tokenizer: if given, samples carry ``input_ids`` and ``labels``.
         allow_missing_audio: a video without an audio track gives silence (with a warning) instead of an error.
 
@@ -309,15 +317,17 @@ class AVFolderDataset(Dataset):
         num_frames: int = 8,
         image_size: int | None = 64,
         sample_rate: int = DEFAULT_SAMPLE_RATE,
-        audio_duration_s: float | None = None,
+        clip_duration_s: float | None = None,
         tokenizer: Tokenizer | None = None,
         allow_missing_audio: bool = False,
+        clip_window: str = "start",
     ) -> None:
         self.annotations = load_annotations(data_path)
         self.num_frames = num_frames
         self.image_size = image_size
         self.sample_rate = sample_rate
-        self.audio_duration_s = audio_duration_s
+        self.clip_duration_s = clip_duration_s
+        self.clip_window = clip_window
         self.tokenizer = tokenizer
         self.allow_missing_audio = allow_missing_audio
 
@@ -347,18 +357,20 @@ class AVFolderDataset(Dataset):
 
     def _read_media(self, a: AnnotatedSample) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``(video (T, 3, H, W) uint8 or None, audio (N,) float32 or None)`` of one sample, errors naming it."""
+        video_path = a.video_path if a.wants_video else None
+        audio_path = (a.audio_path or a.video_path) if a.wants_audio else None
         try:
-            video = (
-                read_video_frames(a.video_path, self.num_frames, self.image_size)  # (T, 3, H, W) uint8
-                if a.video_path and a.wants_video
+            if self.clip_duration_s is not None:  # one time window for both senses
+                return read_clip(
+                    video_path, audio_path, self.num_frames, self.image_size, self.sample_rate,
+                    self.clip_duration_s, self.clip_window, self.allow_missing_audio,
+                )  # (T, 3, H, W) uint8 or None, (N,) float32 or None
+            video = read_video_frames(video_path, self.num_frames, self.image_size) if video_path else None
+            audio = (
+                read_audio(audio_path, self.sample_rate, allow_missing_audio=self.allow_missing_audio)  # (N,)
+                if audio_path
                 else None
             )
-            audio = None
-            if a.wants_audio:
-                source = a.audio_path or a.video_path
-                audio = read_audio(source, self.sample_rate, allow_missing_audio=self.allow_missing_audio)  # (N,)
-                if self.audio_duration_s is not None:
-                    audio = fit_audio_length(audio, int(round(self.audio_duration_s * self.sample_rate)))
         except MediaError as error:
             raise MediaError(f"{a.where}: {error}") from None
         return video, audio

@@ -8,6 +8,9 @@ between those tensors and the files on disk:
   over the whole clip, shape ``(T, 3, H, W)`` uint8.
 * ``read_audio(path)`` returns one mono waveform, shape ``(N,)`` float32 in
   [-1, 1] at the sample rate you ask for (16 kHz by default).
+* ``read_clip(...)`` reads what the model sees of one file: frames and audio
+  from the **same time window** (below). The dataset, ``generate``,
+  ``evaluate`` and the feature cache all read files through it.
 * ``write_video`` and ``write_audio`` go the other way, so the book can make
   its own sample clips and tests can build their inputs.
 
@@ -40,6 +43,26 @@ is never squashed. A phone video's rotation metadata (the display matrix every
 player honours) is applied first, so a portrait clip stored as 160x96 with
 "rotate 90" is read as the 96x160 picture a player shows. Rotations that are
 not a multiple of 90 degrees are refused.
+
+**One time window for both senses.** A model reads a fixed span of time:
+``clip_duration_s`` seconds (``AudioTowerConfig.clip_duration_s``, ``--clip-duration``).
+``read_clip`` cuts that window out of a file for the eyes and the ears alike,
+where ``MIMOConfig.clip_window`` (``--clip-window``) says:
+
+* ``"start"`` (the default): the window is ``[0, clip_duration_s)``, the first seconds of the file;
+* ``"center"``: the window is centred on the file, ``[(L - D) / 2, (L + D) / 2)`` for a file of
+  ``L`` seconds and a window of ``D``.
+
+Inside the window of ``D`` seconds, frame ``k`` of ``F`` stands for the time span
+``[k D / F, (k + 1) D / F)`` and is the frame on screen at its middle, ``(k + 0.5) D / F``
+(the last frame whose timestamp is not later); audio sample ``n`` is at ``n / sample_rate``, as it
+is in the file. So an event at time ``t`` of the window lands in frame ``floor(t F / D)`` and in audio
+token ``floor(t A / D)`` of ``A``: the same time chunk. Where the window runs past the file (a clip
+shorter than the window, or a centred window on a short clip), both senses get *nothing*: black
+frames and silence, at the same times. Where the file is longer, both lose the same part.
+Times count from each stream's first frame or sample (0 s in an mp4 written by any common tool).
+``read_video_frames`` without a window keeps its own rule (``num_frames`` frames spread over the
+whole file, first and last included), for looking at files, not for the model.
 
 **Loud failures.** Every bad input raises ``mimo_lib.errors.MediaError`` with a
 message naming the file, the problem and what to do: a missing file, a file
@@ -79,13 +102,19 @@ import torch
 import torchaudio.functional as AF
 import torchvision.transforms.v2.functional as TF
 
+from mimo_lib.config import CLIP_WINDOWS
 from mimo_lib.errors import MediaError
 
 __all__ = [
+    "CLIP_WINDOWS",
     "DEFAULT_SAMPLE_RATE",
     "MediaInfo",
+    "TimeWindow",
+    "clip_window",
+    "cut_audio_window",
     "probe",
     "read_audio",
+    "read_clip",
     "read_video_frames",
     "write_audio",
     "write_video",
@@ -144,6 +173,36 @@ class MediaInfo:
     fps: float  # 0.0 if no video
     audio_sample_rate: int  # 0 if no audio
     audio_channels: int  # 0 if no audio
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """A span of a file's time that the model reads: ``[start_s, start_s + duration_s)``.
+
+    ``start_s`` may be negative, and the window may end after the file: those parts are black frames
+    and silence for both senses alike.
+    """
+
+    start_s: float  # seconds from the file's first frame / sample
+    duration_s: float  # the model's clip length (AudioTowerConfig.clip_duration_s)
+
+    def frame_times(self, num_frames: int) -> list[float]:
+        """The instant each of ``num_frames`` frames shows: the middle of its ``1 / num_frames`` of the window."""
+        return [self.start_s + (k + 0.5) * self.duration_s / num_frames for k in range(num_frames)]
+
+
+def clip_window(clip_seconds: float, duration_s: float, where: str = "start") -> TimeWindow:
+    """The window of ``duration_s`` seconds to read from a file of ``clip_seconds``.
+
+    ``where="start"``: ``[0, duration_s)``; ``"center"``: centred on the file (a file shorter than the
+    window is then padded equally before and after). See the module docstring.
+    """
+    if where not in CLIP_WINDOWS:
+        raise ValueError(f"clip window {where!r} is not one of {CLIP_WINDOWS} (--clip-window)")
+    if not duration_s > 0:
+        raise ValueError(f"the window must last a positive number of seconds, got {duration_s!r} (--clip-duration)")
+    start = 0.0 if where == "start" else (clip_seconds - duration_s) / 2
+    return TimeWindow(start, float(duration_s))
 
 
 # ---------------------------------------------------------------------------
@@ -360,12 +419,65 @@ def _decode_selected_frames(
     return kept, decoded
 
 
+def _decode_frames_at(
+    path: Path, times: list[float], size: list[int] | None
+) -> tuple[list[torch.Tensor | None], int, float]:
+    """Decode the video stream once; for each of the ascending ``times`` keep the frame on screen then.
+
+    The frame on screen at ``t`` is the last one whose timestamp is not later than ``t``. A time before
+    the first frame or after the last frame's end is outside the file: ``None`` there. Returns
+    ``(frames, decoded, seconds)``: the frames (each ``(3, H, W)`` uint8, resized if ``size`` is given),
+    how many frames were decoded, and how long the video lasts.
+    """
+    chosen: list[torch.Tensor | None] = [None] * len(times)
+    decoded, k = 0, 0
+    last, last_time, origin, step = None, 0.0, None, 0.0
+    last_image: torch.Tensor | None = None  # ``last`` converted, once (several times may show one frame)
+
+    def image_of(frame) -> torch.Tensor:
+        rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8 as stored
+        image = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()  # (3, H, W) uint8
+        image = _apply_rotation(image, getattr(frame, "rotation", 0), path)  # (3, H', W') as players show it
+        return resize_and_center_crop(image, size) if size is not None else image
+
+    with _open_media(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        try:
+            for frame in container.decode(stream):
+                t = frame.time if frame.time is not None else decoded / max(fps, 1e-9)
+                origin = t if origin is None else origin
+                t -= origin  # seconds since the first frame
+                while k < len(times) and times[k] < t:
+                    if last is not None:  # before the first frame: outside the file
+                        last_image = image_of(last) if last_image is None else last_image
+                        chosen[k] = last_image
+                    k += 1
+                if last is not None:
+                    step = t - last_time
+                last, last_time, last_image = frame, t, None
+                decoded += 1
+        except av.FFmpegError as err:
+            raise MediaError(
+                f"{path}: is truncated or corrupt: decoding failed after {decoded} video frames "
+                f"({err}). Re-export or re-download the file."
+            ) from err
+    seconds = last_time + (1 / fps if fps > 0 else step)  # the last frame stays on screen for one frame
+    while k < len(times) and last is not None and times[k] < seconds:
+        last_image = image_of(last) if last_image is None else last_image
+        chosen[k] = last_image
+        k += 1
+    return chosen, decoded, seconds
+
+
 def read_video_frames(
     path: PathLike,
     num_frames: int = 8,
     image_size: int | tuple[int, int] | None = None,
+    window: TimeWindow | None = None,
 ) -> torch.Tensor:
-    """Read ``num_frames`` RGB frames spread evenly over the whole clip.
+    """Read ``num_frames`` RGB frames spread evenly over the whole clip, or over ``window``.
 
     Args:
         path: a video file (mp4, mkv, webm, ... anything FFmpeg reads).
@@ -376,6 +488,9 @@ def read_video_frames(
             until it covers ``(S, S)`` for an int ``S``, or ``(H, W)`` for a
             pair, and its centre is cut out (CLIP's resize + centre crop:
             proportions are kept). Rotation metadata is applied first.
+        window: a :class:`TimeWindow`: frame ``k`` is the one on screen at the middle of the ``k``-th
+            of ``num_frames`` equal parts of the window, and black where the window is outside the
+            file (see the module docstring). ``None``: the whole clip, by frame index as above.
 
     Returns:
         ``(num_frames, 3, H, W)`` uint8 tensor, RGB.
@@ -401,6 +516,9 @@ def read_video_frames(
             f"{path}: its video stream contains no frames (is the file truncated?). Re-export or re-download the file."
         )
 
+    if window is not None:
+        return _read_window_frames(path, expected, num_frames, size, window)
+
     indices = _uniform_indices(expected, num_frames)
     kept, decoded = _decode_selected_frames(path, set(indices), size)
     if decoded == 0:
@@ -423,6 +541,30 @@ def read_video_frames(
         return torch.stack([kept[i] for i in indices])  # (num_frames, 3, H, W) uint8
     except RuntimeError as err:  # frames of different sizes cannot be stacked
         raise MediaError(f"{path}: its frames change size mid-stream; pass image_size=... to resize them all.") from err
+
+
+def _read_window_frames(
+    path: Path, expected: int, num_frames: int, size: list[int] | None, window: TimeWindow
+) -> torch.Tensor:
+    """``read_video_frames`` for a :class:`TimeWindow`: ``(num_frames, 3, H, W)`` uint8, black outside the file."""
+    chosen, decoded, _ = _decode_frames_at(path, window.frame_times(num_frames), size)
+    if decoded == 0:
+        raise MediaError(
+            f"{path}: no video frames could be decoded (the header promised {expected}). "
+            f"The file is truncated or corrupt; re-export or re-download it."
+        )
+    if decoded < _MIN_DECODED_FRACTION * expected:
+        raise MediaError(
+            f"{path}: is truncated or corrupt: its header promises {expected} video frames "
+            f"but only {decoded} could be decoded. Re-export or re-download the file."
+        )
+    shapes = {tuple(f.shape) for f in chosen if f is not None}
+    if len(shapes) > 1:
+        raise MediaError(f"{path}: its frames change size mid-stream; pass image_size=... to resize them all.")
+    if not shapes:  # the whole window lies outside the file
+        shapes = {(3, *size)} if size is not None else {tuple(_decode_frames_at(path, [0.0], None)[0][0].shape)}
+    black = torch.zeros(next(iter(shapes)), dtype=torch.uint8)
+    return torch.stack([f if f is not None else black for f in chosen])  # (num_frames, 3, H, W) uint8
 
 
 # ---------------------------------------------------------------------------
@@ -530,6 +672,66 @@ def read_audio(
     if file_rate != sample_rate:
         audio = AF.resample(audio, orig_freq=file_rate, new_freq=sample_rate)  # (N',) float32
     return audio.clamp(-1.0, 1.0).contiguous()
+
+
+def cut_audio_window(audio: torch.Tensor, sample_rate: int, window: TimeWindow) -> torch.Tensor:
+    """``(N,)`` audio -> the ``round(window.duration_s * sample_rate)`` samples of ``window``.
+
+    Sample ``n`` of the result is sample ``n + round(window.start_s * sample_rate)`` of ``audio``, and
+    silence (0) where that is outside it. For a window from 0 this is crop-or-zero-pad at the end
+    (:func:`mimo_lib.audio_tower.fit_waveform`), bit for bit.
+    """
+    length = int(round(window.duration_s * sample_rate))
+    first = int(round(window.start_s * sample_rate))
+    out = torch.zeros(length, dtype=torch.float32)  # (length,) silence where the file has none
+    lo, hi = max(first, 0), min(first + length, audio.shape[0])
+    if hi > lo:
+        out[lo - first : hi - first] = audio[lo:hi]
+    return out
+
+
+def read_clip(
+    video_path: PathLike | None,
+    audio_path: PathLike | None,
+    num_frames: int,
+    image_size: int | tuple[int, int] | None,
+    sample_rate: int,
+    duration_s: float,
+    where: str = "start",
+    allow_missing_audio: bool = False,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """What the model sees and hears of a file: frames and audio of one :class:`TimeWindow`.
+
+    Args:
+        video_path: the video to take frames from (None: no video).
+        audio_path: the file to take sound from: the video itself for its own track, a separate audio
+            file, or None (no audio).
+        num_frames, image_size: as :func:`read_video_frames`.
+        sample_rate: the audio's rate (Hz).
+        duration_s: the window's length (the model's ``clip_duration_s``).
+        where: ``"start"`` or ``"center"`` (``MIMOConfig.clip_window``); a centred window is centred on
+            the video (on the audio when there is no video).
+        allow_missing_audio: a video without a sound track gives silence (with a warning).
+
+    Returns:
+        ``(video (num_frames, 3, H, W) uint8 or None, audio (round(duration_s * sample_rate),) float32 or None)``.
+    """
+    audio = None
+    if audio_path is not None:
+        audio = read_audio(audio_path, sample_rate, allow_missing_audio=allow_missing_audio)  # (N,)
+    clip_seconds = 0.0
+    if where != "start":  # only a centred window needs the clip's length
+        if video_path is not None:
+            with _open_media(_as_path(video_path)) as container:
+                if container.streams.video:
+                    clip_seconds = _video_seconds(_as_path(video_path), container)
+        elif audio is not None:
+            clip_seconds = audio.shape[0] / sample_rate
+    window = clip_window(clip_seconds, duration_s, where)
+    video = None if video_path is None else read_video_frames(video_path, num_frames, image_size, window=window)
+    if audio is not None:
+        audio = cut_audio_window(audio, sample_rate, window)  # (round(duration_s * sample_rate),)
+    return video, audio
 
 
 # ---------------------------------------------------------------------------
