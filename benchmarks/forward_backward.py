@@ -44,13 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     model = MIMOModel(config).to(args.device)
     dataset = SyntheticAVDataset(args.batch_size, seed=0, config=synthetic_config_for(config), tokenizer=tokenizer)
-    batch = collate_av_batch([dataset[i] for i in range(args.batch_size)], tokenizer.pad_id)
+    batch = collate_av_batch([dataset[i] for i in range(args.batch_size)], tokenizer.pad_id).to(args.device)
     inputs = {
-        "input_ids": batch["input_ids"].to(args.device),
-        "video": batch["video"].to(args.device),
-        "audio": batch["audio"].to(args.device),
-        "labels": batch["labels"].to(args.device),
-        "attention_mask": batch["attention_mask"].to(args.device),
+        "input_ids": batch.input_ids, "video": batch.video, "audio": batch.audio, "labels": batch.labels,
+        "attention_mask": batch.attention_mask,
     }
 
     def step() -> tuple[float, int]:
