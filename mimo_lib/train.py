@@ -144,6 +144,9 @@ INHERITED_BY_NEW_STAGE = ("preset", "data_path", "valid_fraction", "allow_missin
 #: flags: the model is the checkpoint's).
 NOT_INHERITED_ON_RESUME = ("load", "save", "stop_after", "device", "threads", "precision")
 EVAL_BATCH_SIZE = 16
+#: A fresh RoPE decoder's max_sequence_length grows to fit the longest sample up to this many positions; beyond
+#: it a sample is refused (attention memory grows with its square): give --max-sequence-length to go further.
+GROWN_SEQUENCE_LIMIT = 4096
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -170,7 +173,10 @@ class TrainConfig:
     num_frames: int | None = None  # video frames per clip
     vision_temporal_compression: int | None = None  # consecutive frames merged into one video token
     audio_seq_len: int | None = None  # audio tokens per clip
-    clip_duration_s: float | None = None  # seconds of audio per clip
+    clip_duration_s: float | None = None  # seconds of time both senses see per clip (the window)
+    clip_window: str | None = None  # where that window starts in a file: "start" (0 s) or "center"
+    max_sequence_length: int | None = None  # language model: longest combined sequence (None: the preset's, grown
+    # to fit the longest sample when the decoder uses RoPE, whose positions have no table to outgrow)
     hf_vision_path: str | None = None  # local transformers CLIP folder (hf-clip)
     hf_audio_path: str | None = None  # local transformers Whisper folder (hf-whisper)
     vision_tower_checkpoint: str | None = None  # a pretrained tower file, "none" (random), None: the shipped one
@@ -278,8 +284,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--vision-temporal-compression", type=int,
         help="consecutive frames merged into one video token by the projector (must divide --num-frames; toy: 8)",
     )
-    model.add_argument("--audio-seq-len", type=int, help="audio tokens per clip; must divide the positions the audio encoder makes")
-    model.add_argument("--clip-duration", type=float, dest="clip_duration_s", help="seconds of audio per clip (toy: 1)")
+    model.add_argument(
+        "--audio-seq-len", type=int,
+        help="audio tokens per clip (the decoder positions one clip of sound costs); any positive number: the "
+        "encoder's positions (50/s Whisper, 56/s BEATs) are average-pooled into that many equal time spans; more "
+        "tokens than positions repeat positions (no extra detail; raise --clip-duration)",
+    )
+    model.add_argument(
+        "--clip-duration", type=float, dest="clip_duration_s",
+        help="seconds of time both senses see per clip: the window frames and audio are read from (toy: 1)",
+    )
+    model.add_argument(
+        "--clip-window", choices=("start", "center"),
+        help="where the window of --clip-duration seconds that both video and audio are read from begins: "
+        "'start' (0 s, default) or 'center' (centred on the clip)",
+    )
+    model.add_argument(
+        "--max-sequence-length", type=int,
+        help="language model: longest combined sequence (default: the preset's, raised to fit the longest sample "
+        "when the decoder uses RoPE)",
+    )
     model.add_argument("--hf-vision-path", help="local transformers CLIP folder, for --vision-backbone-type hf-clip")
     model.add_argument("--hf-audio-path", help="local transformers Whisper folder, for --audio-backbone-type hf-whisper")
     model.add_argument(
@@ -472,7 +496,7 @@ def resolve(config: TrainConfig) -> Run:
 MODEL_FLAGS = (
     "preset", "config", "num_layers", "hidden_size", "num_attention_heads", "vision_backbone_type",
     "audio_backbone_type", "num_frames", "vision_temporal_compression", "audio_seq_len", "clip_duration_s",
-    "hf_vision_path", "hf_audio_path",
+    "clip_window", "max_sequence_length", "hf_vision_path", "hf_audio_path",
 )
 
 
@@ -517,6 +541,10 @@ def build_model_config(config: TrainConfig) -> MIMOConfig:
             audio["audio_seq_len"] = None  # the encoder's natural count for the new length, halved
     if config.audio_seq_len is not None:
         audio["audio_seq_len"] = config.audio_seq_len
+    if config.clip_window is not None:
+        data["clip_window"] = config.clip_window
+    if config.max_sequence_length is not None:
+        lm["max_sequence_length"] = config.max_sequence_length
     check_frames_fit_projector(vision, projector, config)
     try:
         return MIMOConfig.from_dict(data)
@@ -653,20 +681,32 @@ def check_data(config: TrainConfig, model_config: MIMOConfig) -> None:
         raise MimoInputError(f"the synthetic data cannot be rendered for this model: {error}") from None
 
 
-def check_sequence_length(config: TrainConfig, model_config: MIMOConfig) -> None:
+def check_sequence_length(config: TrainConfig, model_config: MIMOConfig, mode: str) -> MIMOConfig:
     """Does the longest sample fit the language model once its placeholders are expanded?
 
-    The media alone are checked first, by arithmetic, so a huge ``--num-frames`` fails at once.
+    The media alone are checked first, by arithmetic, so a huge ``--num-frames`` fails at once. A fresh
+    RoPE decoder whose length was not given grows to fit (a multiple of 64): rotary positions have no
+    table, so the limit costs nothing (the seed's ``--audio-seq-len 1024`` runs as written). Returns the
+    model config to build.
     """
-    limit = model_config.language_model.max_sequence_length
+    lm = model_config.language_model
+    can_grow = mode == "fresh" and lm.position_embedding_type == "rope" and config.max_sequence_length is None
+    limit = max(lm.max_sequence_length, GROWN_SEQUENCE_LIMIT) if can_grow else lm.max_sequence_length
     media = model_config.num_video_tokens + model_config.num_audio_tokens
     text, needed = (0, media) if media > limit else longest_sample(config, model_config)
-    if needed > limit:
-        raise MimoInputError(
-            f"a training sample needs {needed} decoder positions ({text} text tokens + {model_config.num_video_tokens} "
-            f"per video + {model_config.num_audio_tokens} per audio clip) but the language model's max_sequence_length "
-            f"is {limit}: use fewer --num-frames, a smaller --audio-seq-len, or a preset with longer sequences"
-        )
+    if needed <= lm.max_sequence_length:
+        return model_config
+    if can_grow and needed <= limit:
+        grown = -(-needed // 64) * 64
+        print(f"note: a training sample needs {needed} decoder positions; the decoder's max_sequence_length grows "
+              f"from {lm.max_sequence_length} to {grown} (RoPE: no parameters change; --max-sequence-length sets it)")
+        return replace(model_config, language_model=replace(lm, max_sequence_length=grown))
+    raise MimoInputError(
+        f"a training sample needs {needed} decoder positions ({text} text tokens + {model_config.num_video_tokens} "
+        f"per video + {model_config.num_audio_tokens} per audio clip) but the language model's max_sequence_length "
+        f"is {lm.max_sequence_length}: use fewer --num-frames, a smaller --audio-seq-len, a larger "
+        "--max-sequence-length (a new run), or a preset with longer sequences"
+    )
 
 
 def check_device(config: TrainConfig) -> str:
@@ -715,7 +755,7 @@ def prepare_run(config: TrainConfig) -> Run:
     check_backbone_paths(config, run.model_config, run.mode)
     check_tower_checkpoints(config, run.model_config, run.mode)
     check_data(config, run.model_config)
-    check_sequence_length(config, run.model_config)
+    run = replace(run, model_config=check_sequence_length(config, run.model_config, run.mode))
     check_run_folders(config, run.mode, run.load)
     return check_parallel(run)
 

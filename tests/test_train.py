@@ -117,8 +117,8 @@ def test_help_documents_every_flag(capsys):
         (["--freeze-projectors"], "every component is frozen"),
         (["--vision-backbone-type", "hf-clip"], "needs --hf-vision-path"),
         (["--vision-tower-checkpoint", "/no/tower.safetensors"], "not found"),
-        (["--num-frames", "256"], "max_sequence_length is 512"),  # 256 frames x 16 cells / 8 merged = 512 video tokens
         (["--num-frames", "10000"], "max_sequence_length is 512"),  # by arithmetic, before any sample is rendered
+        (["--num-frames", "256", "--max-sequence-length", "512"], "max_sequence_length is 512"),  # 512 video tokens
         (["--num-frames", "4"], "--vision-temporal-compression"),  # the toy projector merges 8 frames
         (["--num-turns", "0"], "--num-turns must be at least 1"),
         (["--follow-up-types", "vision,taste"], "--follow-up-types: unknown ['taste']"),
@@ -143,6 +143,18 @@ def test_bad_command_lines_fail_before_any_work(argv, message, capsys, tmp_path,
     assert len(error.strip().splitlines()) <= 2 or error.count("error:") == 1  # argparse adds a usage line
     assert not (tmp_path / "run").exists()
     assert time.perf_counter() - started < 30, "a bad flag must fail at once, not after rendering data"
+
+
+def test_the_seeds_command_runs_as_written(monkeypatch, capsys):
+    """BEATs with 1,024 audio tokens: any --audio-seq-len works, and a fresh RoPE decoder grows to fit."""
+    monkeypatch.chdir(ROOT)
+    argv = ["--audio-backbone-type", "beats", "--audio-seq-len", "1024", "--num-frames", "8", "--num-layers", "2",
+            "--hidden-size", "64", "--num-attention-heads", "2", "--vision-tower-checkpoint", "none",
+            "--audio-tower-checkpoint", "none"]
+    run = train.prepare_run(train.parse_args(argv))
+    assert run.model_config.num_audio_tokens == 1024 and run.model_config.audio.backbone_type == "beats"
+    assert run.model_config.language_model.max_sequence_length == 1088  # 1,040 + text, in multiples of 64
+    assert "grows from 512 to 1088" in capsys.readouterr().out
 
 
 def test_a_save_path_that_is_a_file_or_a_bad_config_file_is_refused(tmp_path, capsys, monkeypatch):
