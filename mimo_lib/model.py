@@ -308,8 +308,22 @@ class MIMOModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def load_towers(self, vision_path: str | Path | None = None, audio_path: str | Path | None = None) -> None:
-        """Load pretrained tower weights (safetensors files written by ``mimo_lib.pretrain_towers``)."""
-        if vision_path is not None:
-            load_tower_weights(self.vision_tower, vision_path, "vision_tower")
-        if audio_path is not None:
-            load_tower_weights(self.audio_tower, audio_path, "audio_tower")
+        """Load pretrained tower weights: a file written by ``mimo_lib.pretrain_towers`` (or
+        ``python -m mimo_lib.checkpoint export-towers``), or a trained model's folder (model, run or step
+        folder), whose towers are taken; either way the tower config must match this model's."""
+        for modality, path in (("vision", vision_path), ("audio", audio_path)):
+            if path is None:
+                continue
+            tower = getattr(self, f"{modality}_tower")
+            if Path(path).is_dir():
+                from mimo_lib.checkpoint import read_tower_weights
+                from mimo_lib.towers import TowerCheckpointError, tower_config_differences
+
+                saved, state = read_tower_weights(path, modality)
+                differences = tower_config_differences(saved, tower.config)
+                if differences:
+                    raise TowerCheckpointError(
+                        f"{path}: its {modality} tower differs from this model's ({'; '.join(differences)})")
+                tower.load_state_dict(state)
+            else:
+                load_tower_weights(tower, path, f"{modality}_tower")

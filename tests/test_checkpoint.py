@@ -402,3 +402,19 @@ def test_an_hf_clip_model_folder_loads_after_the_hf_folder_is_gone(tmp_path):
     loaded = load_model(moved)
     assert loaded.config == model.config  # still names the original folder, for the record
     assert_same_state(loaded.state_dict(), model.state_dict())
+
+
+def test_load_towers_takes_a_trained_model_folder(tmp_path):
+    from mimo_lib.model import MIMOModel
+
+    torch.manual_seed(1)
+    trained = MIMOModel(get_preset("tiny"))
+    folder = save_model_only(trained, tmp_path / "final")
+    torch.manual_seed(2)
+    fresh = MIMOModel(get_preset("tiny"))
+    fresh.load_towers(folder, folder)
+    mine, theirs = fresh.state_dict(), trained.state_dict()
+    towers = [k for k in theirs if k.startswith(("vision_tower.", "audio_tower."))]
+    assert towers and all(torch.equal(mine[k], theirs[k]) for k in towers)
+    decoder = [k for k in theirs if k.startswith("language_model.") and theirs[k].dim() == 2]  # random matrices
+    assert not any(torch.equal(mine[k], theirs[k]) for k in decoder)  # only the towers were taken
