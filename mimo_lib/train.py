@@ -175,6 +175,9 @@ class TrainConfig:
     audio_seq_len: int | None = None  # audio tokens per clip
     clip_duration_s: float | None = None  # seconds of time both senses see per clip (the window)
     clip_window: str | None = None  # where that window starts in a file: "start" (0 s) or "center"
+    av_layout: str | None = None  # "block" (video, then audio) or "interleaved" (time chunk by time chunk; chapter 8)
+    av_positions: str | None = None  # "sequence" (0, 1, 2, ...) or "time" (media ids count 40-ms ticks, TMRoPE-style)
+    chunk_seconds: float | None = None  # one time chunk of the interleaved layout
     max_sequence_length: int | None = None  # language model: longest combined sequence (None: the preset's, grown
     # to fit the longest sample when the decoder uses RoPE, whose positions have no table to outgrow)
     hf_vision_path: str | None = None  # local transformers CLIP folder (hf-clip)
@@ -299,6 +302,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the window of --clip-duration seconds that both video and audio are read from begins: "
         "'start' (0 s, default) or 'center' (centred on the clip)",
     )
+    model.add_argument(
+        "--av-layout", choices=("block", "interleaved"),
+        help="how video and audio tokens are laid out: 'block' (all video, then all audio) or 'interleaved' (time "
+        "chunk by chunk: each chunk's video, then its audio; the projector then merges only one chunk's frames)",
+    )
+    model.add_argument(
+        "--av-positions", choices=("sequence", "time"),
+        help="position ids of media tokens: 'sequence' (0, 1, 2, ...) or 'time' (one id per 40 ms of the clip, "
+        "shared by video and audio of the same instant; text continues after the largest, as Qwen2.5-Omni)",
+    )
+    model.add_argument("--chunk-seconds", type=float, help="one time chunk of the interleaved layout (toy: 0.25)")
     model.add_argument(
         "--max-sequence-length", type=int,
         help="language model: longest combined sequence (default: the preset's, raised to fit the longest sample "
@@ -496,7 +510,8 @@ def resolve(config: TrainConfig) -> Run:
 MODEL_FLAGS = (
     "preset", "config", "num_layers", "hidden_size", "num_attention_heads", "vision_backbone_type",
     "audio_backbone_type", "num_frames", "vision_temporal_compression", "audio_seq_len", "clip_duration_s",
-    "clip_window", "max_sequence_length", "hf_vision_path", "hf_audio_path",
+    "clip_window", "av_layout", "av_positions", "chunk_seconds", "max_sequence_length", "hf_vision_path",
+    "hf_audio_path",
 )
 
 
@@ -543,6 +558,11 @@ def build_model_config(config: TrainConfig) -> MIMOConfig:
         audio["audio_seq_len"] = config.audio_seq_len
     if config.clip_window is not None:
         data["clip_window"] = config.clip_window
+    for name in ("av_layout", "av_positions", "chunk_seconds"):
+        if getattr(config, name) is not None:
+            data[name] = getattr(config, name)
+    if data.get("av_layout") == "interleaved" and config.vision_temporal_compression is None:
+        projector["vision_temporal_compression"] = _frames_per_chunk(data)  # merge frames within a chunk only
     if config.max_sequence_length is not None:
         lm["max_sequence_length"] = config.max_sequence_length
     check_frames_fit_projector(vision, projector, config)
@@ -550,6 +570,17 @@ def build_model_config(config: TrainConfig) -> MIMOConfig:
         return MIMOConfig.from_dict(data)
     except TypeError as error:  # a wrong type in a --config file
         raise ConfigError(f"invalid model configuration: {error}") from None
+
+
+def _frames_per_chunk(data: dict) -> int:
+    """Frames in one time chunk of the interleaved layout (at least 1): the temporal compression it allows."""
+    frames = data["vision"].get("num_frames", 8)
+    seconds = data["audio"].get("clip_duration_s", 1.0)
+    chunk = data.get("chunk_seconds", 0.25)
+    per_chunk = max(1, round(chunk / (seconds / frames)))
+    while frames % per_chunk:
+        per_chunk -= 1
+    return per_chunk
 
 
 def check_frames_fit_projector(vision: dict, projector: dict, config: TrainConfig) -> None:

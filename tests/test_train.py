@@ -39,6 +39,8 @@ SEED_FLAGS = (
     "--min-lr", "--warmup-iters", "--weight-decay", "--seed", "--device", "--save", "--load", "--save-interval",
     "--eval-interval", "--eval-samples", "--num-samples", "--question-types", "--hf-vision-path", "--hf-audio-path",
     "--valid-fraction", "--allow-missing-audio", "--vision-temporal-compression", "--clip-duration",
+    "--clip-window", "--max-sequence-length", "--av-layout", "--av-positions", "--chunk-seconds", "--backend",
+    "--tensor-model-parallel-size", "--global-batch-size", "--precision",
 )
 
 
@@ -155,6 +157,14 @@ def test_the_seeds_command_runs_as_written(monkeypatch, capsys):
     assert run.model_config.num_audio_tokens == 1024 and run.model_config.audio.backbone_type == "beats"
     assert run.model_config.language_model.max_sequence_length == 1088  # 1,040 + text, in multiples of 64
     assert "grows from 512 to 1088" in capsys.readouterr().out
+
+
+def test_the_interleaved_layout_is_one_flag_and_merges_frames_per_chunk():
+    run = train.resolve(train.parse_args(["--av-layout", "interleaved", "--av-positions", "time"]))
+    config = run.model_config
+    assert (config.av_layout, config.av_positions, config.chunk_seconds) == ("interleaved", "time", 0.25)
+    assert config.projector.vision_temporal_compression == 2  # 8 frames in 1 s: 2 per 0.25-s chunk
+    assert config.num_video_tokens == 64  # 16 cells x 4 chunks: the video keeps a time axis
 
 
 def test_a_save_path_that_is_a_file_or_a_bad_config_file_is_refused(tmp_path, capsys, monkeypatch):
