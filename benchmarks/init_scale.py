@@ -25,6 +25,7 @@ Each run takes about two minutes. Nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import replace
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-samples", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
+    parser.add_argument("--json", help="also write the settings and curves to this JSON file (chapter 7 reads it)")
     args = parser.parse_args(argv)
     stds = [float(s) for s in args.stds.split(",") if s.strip()]
     if not stds or min(stds) <= 0:
@@ -127,6 +129,15 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|" + "---|" * len(stds))
     for i, step in enumerate(steps):
         print(f"| {step} | " + " | ".join(f"{curves[std][i][1]:.0%}" for std in stds) + " |")
+    if args.json:
+        result = {
+            "script": "benchmarks/init_scale.py", "argv": sys.argv[1:] if argv is None else list(argv),
+            "settings": {k: v for k, v in vars(args).items() if k != "json"}, "torch": torch.__version__,
+            "curves": {str(std): [{"step": step, "accuracy": accuracy} for step, accuracy in curves[std]] for std in stds},
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
