@@ -142,7 +142,7 @@ RESUME_SENSITIVE = (
 INHERITED_BY_NEW_STAGE = ("preset", "data_path", "valid_fraction", "allow_missing_audio", "seed")
 #: Settings a resumed run never takes from the run it resumes: where and how this process runs (and the model
 #: flags: the model is the checkpoint's).
-NOT_INHERITED_ON_RESUME = ("load", "save", "stop_after", "device", "threads", "precision")
+NOT_INHERITED_ON_RESUME = ("load", "save", "stop_after", "device", "threads", "precision", "progress")
 EVAL_BATCH_SIZE = 16
 #: A fresh RoPE decoder's max_sequence_length grows to fit the longest sample up to this many positions; beyond
 #: it a sample is refused (attention memory grows with its square): give --max-sequence-length to go further.
@@ -216,6 +216,7 @@ class TrainConfig:
     precision: str = "auto"  # "fp32" or "bf16" (autocast); "auto": bf16 on CUDA, fp32 on the CPU
     device: str = "auto"  # "auto": cuda if available, else cpu
     threads: int | None = None  # torch CPU threads; None: mimo_lib.threads' policy
+    progress: bool = True  # progress bars (off in a notebook that stores its outputs)
     # ---- checkpoints and evaluation
     save: str | None = None  # run folder; None: nothing is written
     load: str | None = None  # run, step or model folder to resume or start from
@@ -399,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="compute precision: bf16 autocast (fp32 master weights and AdamW) or fp32; auto: bf16 on CUDA, fp32 on the CPU",
     )
     optim.add_argument("--threads", type=int, help="torch CPU threads (default: mimo_lib.threads' policy)")
+    optim.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True,
+        help="progress bars while encoding clips and training (default: on)",
+    )
 
     scale = parser.add_argument_group(
         "scale-out (chapter 9): torchrun --nproc_per_node=N -m mimo_lib.train --backend megatron ..."
@@ -981,7 +986,7 @@ def build_data(run: Run, tokenizer: Tokenizer) -> TrainingData:
             )
             eval_set = evaluation_subset(held_out, config.eval_samples)
         return TrainingData(train_set, eval_set)
-    train_set.check_media()  # decode every clip once: a broken clip fails now, not at step 700
+    train_set.check_media(progress=config.progress)  # decode every clip once: a broken clip fails now, not at step 700
     if config.valid_fraction > 0:
         train_set, valid_set = split_dataset(train_set, config.valid_fraction, config.seed)
         eval_set = evaluation_subset(valid_set, config.eval_samples) if config.eval_samples > 0 else None
@@ -1117,7 +1122,7 @@ def run_training(run: Run) -> TrainResult:
     cache = None
     if config.cache_tower_features and config.freeze_vision_tower and config.freeze_audio_tower:
         cache = TowerFeatureCache(model, data.train_set, tokenizer.pad_id, device=config.device)
-        cache.fill()
+        cache.fill(progress=config.progress and main_process)
     schedule = WarmupCosineSchedule(config.lr, config.min_lr, config.warmup_iters, config.train_iters)
     sampler = DataSampler(len(data.train_set), config.seed)
 
@@ -1184,7 +1189,7 @@ def run_training(run: Run) -> TrainResult:
     saved_step: int | None = None  # the last step saved into --save by this process
     elapsed_before = metrics[-1]["elapsed_s"] if metrics else 0.0
     bar = tqdm(total=config.train_iters, initial=start_step, desc=config.stage, unit="step", dynamic_ncols=True,
-               disable=not main_process)
+               disable=not (main_process and config.progress))
     per_micro_step = config.micro_batch_size * run.data_parallel_size  # samples of one micro-step, all DP ranks
     try:
         with deterministic_algorithms():
