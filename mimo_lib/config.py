@@ -251,6 +251,41 @@ class LanguageModelConfig:
 
 
 @dataclass
+class AudioOutputConfig:
+    """Where a decoder that *answers with sound* keeps its audio tokens (chapter 10; :mod:`mimo_lib.audio_output`).
+
+    ``MIMOConfig.audio_output`` is ``None`` for a text-only model. With it, the vocabulary holds, after the
+    text ids, ``<audio_out>`` (``start_id``), ``</audio_out>`` (``start_id + 1``) and one id per codebook
+    entry of the audio codec (``first_code_id`` .. ``first_code_id + codebook_size - 1``).
+    """
+
+    codebook_size: int = 256  # entries of the audio codec's codebook (mimo_lib.audio_codec): one token id each
+    start_id: int = 359  # id of <audio_out>; </audio_out> is start_id + 1, code k is start_id + 2 + k
+    codes_per_span: int = 25  # codes between <audio_out> and </audio_out>: 1 s of sound at the codec's 25 codes/s
+
+    def __post_init__(self) -> None:
+        for name in ("codebook_size", "start_id", "codes_per_span"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"audio_output.{name} must be a positive whole number, got {value!r}")
+
+    @property
+    def end_id(self) -> int:
+        """Id of ``</audio_out>``."""
+        return self.start_id + 1
+
+    @property
+    def first_code_id(self) -> int:
+        """Id of audio code 0."""
+        return self.start_id + 2
+
+    @property
+    def stop_id(self) -> int:
+        """One past the last audio-code id: the text vocabulary before the extension plus ``2 + codebook_size``."""
+        return self.first_code_id + self.codebook_size
+
+
+@dataclass
 class MIMOConfig:
     """The whole model: towers, projectors, language model, and the special token ids.
 
@@ -274,6 +309,7 @@ class MIMOConfig:
     chunk_seconds: float = 0.25  # --chunk-seconds: one time chunk of the interleaved layout (Qwen2.5-Omni: 2 s; 0.25 s gives four chunks of a 1-s toy clip, two frames each)
     ticks_per_second: float = 25.0  # av_positions="time": position ids per second of media (25 = one per 40 ms, as TMRoPE)
     clip_window: str = "start"  # --clip-window: frames and audio of a file come from the same audio.clip_duration_s seconds, from 0 s ("start") or centred on the clip ("center")
+    audio_output: AudioOutputConfig | None = None  # None: a text-only model; else where its audio-out tokens are (chapter 10; left out of to_dict when None)
 
     @property
     def num_video_tokens(self) -> int:
@@ -289,6 +325,12 @@ class MIMOConfig:
     def __post_init__(self) -> None:
         _check_choice("clip_window", self.clip_window, CLIP_WINDOWS)
         self._check_time_layout()
+        out = self.audio_output
+        if out is not None and not (out.start_id >= 7 and out.stop_id <= self.language_model.vocab_size):
+            raise ConfigError(
+                f"audio_output ids {out.start_id}..{out.stop_id - 1} must lie after the special tokens and inside "
+                f"the language model's vocab_size {self.language_model.vocab_size}"
+            )
         if self.vision.num_frames % self.projector.vision_temporal_compression:
             raise ConfigError(
                 f"vision_temporal_compression {self.projector.vision_temporal_compression} must divide "
@@ -339,7 +381,10 @@ class MIMOConfig:
                 )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data.get("audio_output") is None:
+            data.pop("audio_output", None)  # a text-only model's config reads as it did before chapter 10
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MIMOConfig:
@@ -349,6 +394,7 @@ class MIMOConfig:
             "audio": AudioTowerConfig,
             "projector": ProjectorConfig,
             "language_model": LanguageModelConfig,
+            "audio_output": AudioOutputConfig,
         }
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
@@ -356,7 +402,9 @@ class MIMOConfig:
             raise ConfigError(f"unknown MIMOConfig fields {sorted(unknown)}")
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
-            if key in parts:
+            if key == "audio_output" and value is None:
+                kwargs[key] = None
+            elif key in parts:
                 part_fields = {f.name for f in fields(parts[key])}
                 bad = set(value) - part_fields
                 if bad:

@@ -23,6 +23,12 @@ and the answer (greedy, or sampled with ``--do-sample``) is printed alone on std
 * An answer ends at ``<eos>``; a model that does not stop (the toy model on a question unlike its
   training, e.g. about a sound alone) is cut where it starts repeating a sentence.
 * ``--max-new-tokens`` that does not fit in the model's ``max_sequence_length`` after the prompt is refused.
+* ``--output-audio ANSWER.wav`` (chapter 10): a model trained with ``--stage speak`` answers "Play a low piano
+  note." with ``<audio_out>``, 25 audio codes and ``</audio_out>`` (constrained decoding: see
+  :mod:`mimo_lib.audio_output`); the codes go through the audio codec (``--codec``, default the shipped one)
+  and Griffin-Lim into the wav. stdout shows the answer with each sound as ``<audio_out>(25 codes)</audio_out>``.
+  A text-only model, an answer without a sound, or a sound cut off by ``--max-new-tokens`` is an error, and
+  no file is written.
 """
 
 from __future__ import annotations
@@ -83,11 +89,29 @@ def answer(
     seed: int = 0,
 ) -> str:
     """The model's answer to ``question`` about one clip (either modality may be missing)."""
+    from mimo_lib.evaluate import decode_answer
+
+    ids = answer_ids(model, tokenizer, question, video, audio, max_new_tokens, do_sample, temperature, top_k, seed)
+    return decode_answer(tokenizer, ids)
+
+
+def answer_ids(
+    model,
+    tokenizer,
+    question: str,
+    video=None,
+    audio=None,
+    max_new_tokens: int = 32,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+) -> list[int]:
+    """The generated token ids of :func:`answer` (``max_new_tokens`` of them, ``<eos>`` after the answer)."""
     import torch
 
     from mimo_lib.data.conversation import build_prompt
     from mimo_lib.errors import MimoInputError
-    from mimo_lib.evaluate import decode_answer
 
     if "<video>" in question or "<audio>" in question:
         raise MimoInputError("leave <video> and <audio> out of the prompt: they are added for the media given")
@@ -107,7 +131,33 @@ def answer(
         top_k=top_k,
         generator=generator,
     )  # (1, max_new_tokens)
-    return decode_answer(tokenizer, new_tokens[0].tolist())
+    return new_tokens[0].tolist()
+
+
+def shown_answer(tokenizer, ids: list[int]) -> str:
+    """The answer's text with each sound shown as ``<audio_out>(N codes)</audio_out>`` instead of N code tokens."""
+    from mimo_lib.evaluate import decode_answer
+
+    text = decode_answer(tokenizer, ids)
+    return re.sub(r"<audio_out>((?:<audio_code_\d+>)*)(</audio_out>)?",
+                  lambda m: f"<audio_out>({m.group(1).count('<audio_code_')} codes){m.group(2) or ''}", text)
+
+
+def write_answer_audio(model, tokenizer, ids: list[int], path: Path, codec_path: Path) -> float:
+    """Decode the sound of one answer into ``path`` (wav or flac); returns its length in seconds."""
+    from mimo_lib.audio_codec import load_codec
+    from mimo_lib.audio_output import AudioOutputError, answer_to_waveform
+    from mimo_lib.data.media import write_audio
+
+    codec = load_codec(codec_path)
+    waveform = answer_to_waveform(ids, model.config, tokenizer.eos_id, codec)
+    if waveform is None:
+        raise AudioOutputError(
+            f"the model answered without a sound ({shown_answer(tokenizer, ids)!r}), so nothing was written to "
+            f"{path}; ask for one (\"Play a low piano note.\")"
+        )
+    write_audio(path, waveform, codec.config.sample_rate)
+    return waveform.shape[-1] / codec.config.sample_rate
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s*")
@@ -156,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens only")
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling (default: 0)")
     parser.add_argument("--device", default="cpu", help="default: cpu")
+    parser.add_argument(
+        "--output-audio", type=Path, default=None,
+        help="write the answer's sound here (.wav or .flac); needs a model that speaks (--stage speak)",
+    )
+    parser.add_argument("--codec", type=Path, default=None, help="the audio codec for --output-audio (default: the shipped one)")
     return parser
 
 
@@ -179,6 +234,13 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--top-k must be at least 1 (got {args.top_k})")
     if args.seed < 0:
         parser.error(f"--seed must be at least 0 (got {args.seed})")
+    if args.output_audio is not None:
+        if args.questions is not None or len(args.prompt or []) != 1:
+            parser.error("--output-audio writes the sound of one answer: give exactly one --prompt (no --questions)")
+        if args.output_audio.suffix.lower() not in (".wav", ".flac"):
+            parser.error(f"--output-audio {args.output_audio}: write a .wav or .flac file")
+    if args.codec is not None and args.output_audio is None:
+        parser.error("--codec is only used with --output-audio")
     if args.device.startswith("cuda"):
         import torch
 
@@ -232,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     from mimo_lib.errors import MimoInputError
 
     def ask(model, tokenizer, prompt, video, audio) -> str:
+        if model.config.audio_output is not None:  # a model that speaks: show each sound as one short mark
+            ids = answer_ids(model, tokenizer, prompt, video, audio, args.max_new_tokens, args.do_sample,
+                             args.temperature, args.top_k, args.seed)
+            return readable(stop_at_repetition(shown_answer(tokenizer, ids)))
         text = answer(
             model, tokenizer, prompt, video, audio, args.max_new_tokens, args.do_sample, args.temperature,
             args.top_k, args.seed,
@@ -241,6 +307,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load_model(args.load, args.device)
         tokenizer = load_tokenizer(args.load)
+        if args.output_audio is not None:
+            from mimo_lib.audio_codec import SHIPPED_CODEC
+            from mimo_lib.audio_output import require_audio_output
+
+            require_audio_output(model.config, f"--load {args.load}")
+            video, audio = read_media(model.config, args.video, args.audio, use_video_audio=not args.no_audio)
+            ids = answer_ids(model, tokenizer, args.prompt[0], video, audio, args.max_new_tokens, args.do_sample,
+                             args.temperature, args.top_k, args.seed)
+            seconds = write_answer_audio(model, tokenizer, ids, args.output_audio, args.codec or SHIPPED_CODEC)
+            print(readable(shown_answer(tokenizer, ids)), flush=True)
+            print(f"wrote {args.output_audio} ({seconds:.2f} s)", file=sys.stderr)
+            return 0
         with warnings.catch_warnings():
             warnings.simplefilter("always")  # a missing audio track is worth a line on stderr
             if args.questions is None:

@@ -261,9 +261,20 @@ class MIMOModel(nn.Module):
     ) -> torch.Tensor:
         """Answer prompts (from ``build_prompt``); returns new token ids (B, max_new_tokens), eos-padded after each answer.
 
-        ``eos_token_id`` defaults to the config's (the tokenizer's ``<eos>``).
+        ``eos_token_id`` defaults to the config's (the tokenizer's ``<eos>``). A model with ``config.audio_output``
+        decodes under :func:`mimo_lib.audio_output.generate_with_audio`'s constraints (text outside
+        ``<audio_out>`` spans, exactly ``codes_per_span`` audio codes inside).
         """
         combined = self.combine(input_ids, video, audio, attention_mask, padding_side="left")
+        if self.config.audio_output is not None:  # a model that can answer with sound: constrained decoding (chapter 10)
+            from mimo_lib.audio_output import generate_with_audio
+
+            return generate_with_audio(
+                self.language_model, combined.embeddings, combined.attention_mask, combined.position_ids,
+                self.config.audio_output, max_new_tokens=max_new_tokens,
+                eos_token_id=self.config.eos_token_id if eos_token_id is None else eos_token_id, do_sample=do_sample,
+                temperature=temperature, top_k=top_k, generator=generator, use_cache=use_cache,
+            )
         return generate(
             self.language_model,
             combined.embeddings,

@@ -9,7 +9,9 @@ Three stages, as in chapter 7:
 
 1. ``towers``: contrastive pretraining of the vision and audio towers on captions (chapters 2-3);
 2. ``align``: the projectors learn, on description-style answers (LLaVA's stage 1);
-3. ``instruct``: projectors and decoder learn, on every question type (LLaVA's stage 2).
+3. ``instruct``: projectors and decoder learn, on every question type (LLaVA's stage 2);
+4. ``speak`` (chapter 10): the same parts learn to answer with a sound (audio-out tokens; the loaded model's
+   vocabulary is extended on the fly), with text questions mixed in so the text answers are kept.
 """
 
 from __future__ import annotations
@@ -58,11 +60,16 @@ class Recipe:
     towers: TowerRecipe = field(default_factory=TowerRecipe)
     align: StageRecipe | None = None
     instruct: StageRecipe | None = None
+    speak: StageRecipe | None = None  # chapter 10: answering with a sound (None: no recipe for this preset yet)
     note: str = ""  # what is known about this recipe on this preset (measured, or not yet run)
 
     def stage(self, name: str) -> StageRecipe:
-        if name not in ("align", "instruct"):
-            raise ValueError(f"unknown stage {name!r}; choose align or instruct")
+        if name not in ("align", "instruct", "speak"):
+            raise ValueError(f"unknown stage {name!r}; choose align, instruct or speak")
+        if getattr(self, name) is None:
+            from mimo_lib.errors import MimoInputError
+
+            raise MimoInputError(f"the {self.preset} recipe has no {name} stage yet; the toy and tiny presets have one")
         return getattr(self, name)
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,7 +91,15 @@ _TOY = Recipe(
         # one-attribute "check" curriculum (vision, motion and audio also come up as follow-up turns)
         question_types=("vision", "motion", "audio", "both", "both", "both", "check", "check", "time"),
     ),
-    note="Made mimo_lib/pretrained (towers and mimo_toy); measured in chapter 7 and the README.",
+    speak=StageRecipe(
+        train_iters=600, micro_batch_size=32, lr=5e-4, min_lr=5e-5, weight_decay=0.1, num_samples=4096,
+        num_turns=2,
+        # first requests: two thirds ask for a sound (the four tasks of chapter 10), a third are the yes/no "both"
+        # questions; every conversation's second turn is a text question (vision, motion, audio or caption), so
+        # the decoder keeps answering in words while it learns to answer in sound
+        question_types=("play_text", "play_heard", "play_shifted", "play_shape", "both", "both"),
+    ),
+    note="Made mimo_lib/pretrained (towers, mimo_toy and mimo_toy_speaks); measured in chapters 7 and 10 and the README.",
 )
 
 RECIPES: dict[str, Recipe] = {
@@ -95,6 +110,7 @@ RECIPES: dict[str, Recipe] = {
         towers=TowerRecipe(vision_steps=20, audio_steps=20, batch_size=8, num_clips=64),
         align=replace(_TOY.align, train_iters=20, micro_batch_size=8, num_samples=64),
         instruct=replace(_TOY.instruct, train_iters=20, micro_batch_size=8, num_samples=64),
+        speak=replace(_TOY.speak, train_iters=20, micro_batch_size=8, num_samples=64),
         note="A smoke test: nothing is learned in so few steps.",
     ),
     "small": replace(

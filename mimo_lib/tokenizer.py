@@ -70,6 +70,17 @@ NUM_BYTE_TOKENS = 256
 FILE_FORMAT = "mimo-word-bytes-v1"
 """The ``"format"`` field of a saved tokenizer file."""
 
+AUDIO_OUT_TOKEN = "<audio_out>"
+"""Opens a span of audio codes in an answer (a model that answers with sound; chapter 10)."""
+AUDIO_OUT_END_TOKEN = "</audio_out>"
+"""Closes it."""
+_AUDIO_TOKEN_PATTERN = re.compile(r"(<audio_out>|</audio_out>|<audio_code_\d+>)")
+
+
+def audio_code_token(code: int) -> str:
+    """The token of audio code ``code`` (an index into the codec's codebook), e.g. ``"<audio_code_17>"``."""
+    return f"<audio_code_{code}>"
+
 # Step 1 of pre-tokenisation: split out the special tokens, so nothing else can
 # swallow their "<" or ">". The parentheses make re.split keep them.
 _SPECIAL_TOKEN_PATTERN = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
@@ -143,7 +154,7 @@ class Tokenizer:
             (the first one keeps its place).
     """
 
-    def __init__(self, pieces: Sequence[str] = ()) -> None:
+    def __init__(self, pieces: Sequence[str] = (), audio_codebook_size: int = 0) -> None:
         if isinstance(pieces, str):
             raise TypeError("pieces must be a sequence of strings, not a single str")
         learned: list[str] = []
@@ -156,7 +167,14 @@ class Tokenizer:
         self._pieces: tuple[str, ...] = tuple(learned)
 
         byte_tokens = [byte_token(value) for value in range(NUM_BYTE_TOKENS)]
-        self._id_to_token: list[str] = [*SPECIAL_TOKENS, *byte_tokens, *learned]
+        if isinstance(audio_codebook_size, bool) or not isinstance(audio_codebook_size, int) or audio_codebook_size < 0:
+            raise ValueError(f"audio_codebook_size must be a whole number >= 0, got {audio_codebook_size!r}")
+        self._audio_codebook_size = audio_codebook_size
+        audio_tokens = (
+            [AUDIO_OUT_TOKEN, AUDIO_OUT_END_TOKEN, *(audio_code_token(k) for k in range(audio_codebook_size))]
+            if audio_codebook_size else []
+        )
+        self._id_to_token: list[str] = [*SPECIAL_TOKENS, *byte_tokens, *learned, *audio_tokens]
         self._token_to_id: dict[str, int] = {token: i for i, token in enumerate(self._id_to_token)}
         self._first_byte_id = len(SPECIAL_TOKENS)
 
@@ -201,6 +219,19 @@ class Tokenizer:
         """
         return cls(DEFAULT_PIECES)
 
+    @classmethod
+    def with_audio_codes(cls, codebook_size: int = 256, pieces: Sequence[str] = DEFAULT_PIECES) -> Tokenizer:
+        """The book's tokenizer plus the tokens of a model that answers with sound (chapter 10).
+
+        After every id of ``Tokenizer(pieces)`` (for the default pieces: after the 359 ids of
+        :meth:`default`, which keep their ids) come ``<audio_out>``, ``</audio_out>`` and one token per
+        entry of the audio codec's codebook, ``<audio_code_0>`` .. ``<audio_code_{codebook_size - 1}>``.
+        Written into text ("<audio_out><audio_code_17>...</audio_out>") they are single tokens, never split.
+        """
+        if isinstance(codebook_size, bool) or not isinstance(codebook_size, int) or codebook_size < 1:
+            raise ValueError(f"codebook_size must be a positive whole number, got {codebook_size!r}")
+        return cls(pieces, audio_codebook_size=codebook_size)
+
     # ------------------------------------------------------------------ files
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -209,7 +240,9 @@ class Tokenizer:
         A crash never leaves a half-written tokenizer behind: ``path`` holds the
         old file or the new one.
         """
-        data = {"format": FILE_FORMAT, "pieces": list(self._pieces)}
+        data: dict = {"format": FILE_FORMAT, "pieces": list(self._pieces)}
+        if self._audio_codebook_size:
+            data["audio_codebook_size"] = self._audio_codebook_size  # only written when there are audio tokens
         atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
 
     @classmethod
@@ -233,8 +266,11 @@ class Tokenizer:
         pieces = data.get("pieces")
         if not isinstance(pieces, list):
             raise MimoInputError(f'{path}: "pieces" must be a list of strings')
+        codebook_size = data.get("audio_codebook_size", 0)
+        if isinstance(codebook_size, bool) or not isinstance(codebook_size, int) or codebook_size < 0:
+            raise MimoInputError(f'{path}: "audio_codebook_size" must be a whole number >= 0, got {codebook_size!r}')
         try:
-            return cls(pieces)
+            return cls(pieces, audio_codebook_size=codebook_size)
         except ValueError as error:
             raise MimoInputError(f"{path}: bad piece: {error}") from None
 
@@ -285,6 +321,33 @@ class Tokenizer:
         """Every special token and its id, e.g. ``{"<pad>": 0, ...}`` (a fresh dict)."""
         return {token: self._token_to_id[token] for token in SPECIAL_TOKENS}
 
+    @property
+    def audio_codebook_size(self) -> int:
+        """Audio-code tokens in the vocabulary: 0 for a text-only tokenizer (see :meth:`with_audio_codes`)."""
+        return self._audio_codebook_size
+
+    @property
+    def audio_out_id(self) -> int:
+        """Id of ``<audio_out>``; ``ValueError`` for a text-only tokenizer."""
+        self._require_audio_tokens()
+        return self._token_to_id[AUDIO_OUT_TOKEN]
+
+    @property
+    def audio_out_end_id(self) -> int:
+        """Id of ``</audio_out>``; ``ValueError`` for a text-only tokenizer."""
+        self._require_audio_tokens()
+        return self._token_to_id[AUDIO_OUT_END_TOKEN]
+
+    @property
+    def first_audio_code_id(self) -> int:
+        """Id of ``<audio_code_0>``; code ``k`` is this plus ``k``. ``ValueError`` for a text-only tokenizer."""
+        self._require_audio_tokens()
+        return self._token_to_id[audio_code_token(0)]
+
+    def _require_audio_tokens(self) -> None:
+        if not self._audio_codebook_size:
+            raise ValueError("this tokenizer has no audio-out tokens (build it with Tokenizer.with_audio_codes)")
+
     def id_to_token(self, i: int) -> str:
         """The token string of id ``i``; ``ValueError`` if there is no such id."""
         self._check_id(i)
@@ -308,12 +371,29 @@ class Tokenizer:
     def tokenize(self, text: str) -> list[str]:
         """Cut ``text`` into tokens: known pieces, or byte tokens for unknown ones."""
         tokens: list[str] = []
-        for piece in pre_tokenize(text):
+        for piece in self._pre_tokenize(text):
             if piece in self._token_to_id:
                 tokens.append(piece)
             else:
                 tokens.extend(self._byte_tokens_of(piece))
         return tokens
+
+    def _pre_tokenize(self, text: str) -> list[str]:
+        """:func:`pre_tokenize`, with the audio-out tokens split out first when this tokenizer has them."""
+        if not self._audio_codebook_size:
+            return pre_tokenize(text)
+        pieces: list[str] = []
+        for part in _AUDIO_TOKEN_PATTERN.split(text):
+            if _AUDIO_TOKEN_PATTERN.fullmatch(part):
+                if part not in self._token_to_id:
+                    raise MimoInputError(
+                        f"unknown audio code {part}: this tokenizer's codes are <audio_code_0> to "
+                        f"<audio_code_{self._audio_codebook_size - 1}>"
+                    )
+                pieces.append(part)
+            elif part:
+                pieces.extend(pre_tokenize(part))
+        return pieces
 
     def _byte_tokens_of(self, piece: str) -> list[str]:
         try:
@@ -368,7 +448,8 @@ class Tokenizer:
         return self.vocab_size
 
     def __repr__(self) -> str:
-        return f"Tokenizer(vocab_size={self.vocab_size}, pieces={len(self._pieces)})"
+        audio = f", audio_codebook_size={self._audio_codebook_size}" if self._audio_codebook_size else ""
+        return f"Tokenizer(vocab_size={self.vocab_size}, pieces={len(self._pieces)}{audio})"
 
 
 def _to_id_list(ids: Iterable[int] | torch.Tensor) -> list[int]:

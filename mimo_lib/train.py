@@ -7,6 +7,9 @@ Two stages, as LLaVA trains (chapter 7):
   frozen language model can read them;
 * ``--stage instruct``: the projectors and the language model learn, on every
   question type. Start it from an align run with ``--load ALIGN_RUN``.
+* ``--stage speak`` (chapter 10): the same parts learn to answer with a sound
+  (:mod:`mimo_lib.audio_output`): ``--load mimo_lib/pretrained/mimo_toy --save runs/speak``. A loaded
+  text-only model gets the audio-out tokens on the fly (its vocabulary extended, text logits unchanged).
 
 A few examples::
 
@@ -84,6 +87,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mimo_lib.atomic import atomic_write_text
+from mimo_lib.audio_output import AUDIO_OUT_STAGES, extend_config, extend_model, tokenizer_for
 from mimo_lib.checkpoint import (
     TRAIN_BYTES_PER_PARAMETER,
     CheckpointError,
@@ -107,6 +111,7 @@ from mimo_lib.data.conversation import encode_conversation
 from mimo_lib.data.dataset import collate_av_batch, load_annotations, split_dataset
 from mimo_lib.data.synthetic import (
     ALL_QUESTION_TYPES,
+    AUDIO_OUT_TYPES,
     CLAIM_ATTRIBUTES,
     FALSE_CLAIM_ATTRIBUTES,
     make_sample,
@@ -123,12 +128,13 @@ from mimo_lib.threads import apply_thread_policy
 from mimo_lib.tokenizer import Tokenizer
 from mimo_lib.towers import read_tower_config, shipped_checkpoint, tower_config_differences
 
-STAGES = ("align", "instruct")
+STAGES = ("align", "instruct", "speak")
 DEFAULT_PRESET = "toy"
 #: What each stage trains; the ``--freeze-*`` flags override it.
 STAGE_FREEZING: dict[str, dict[str, bool]] = {
     "align": {"vision_tower": True, "audio_tower": True, "projectors": False, "language_model": True},
     "instruct": {"vision_tower": True, "audio_tower": True, "projectors": False, "language_model": False},
+    "speak": {"vision_tower": True, "audio_tower": True, "projectors": False, "language_model": False},
 }
 #: Types a multi-turn training conversation may ask after its first question. ``both``, ``time`` and
 #: ``check`` are left out: an earlier answer ("The square is yellow.") would let the model read them off the text.
@@ -509,6 +515,8 @@ def resolve(config: TrainConfig) -> Run:
         model_config = build_model_config(config)
     else:
         check_model_flags_match(config, model_config, load)
+    if config.stage in AUDIO_OUT_STAGES:  # answers in sound need the audio-out tokens: a text model is extended
+        model_config = extend_config(model_config)
     return Run(config, model_config, mode, load, recipe)
 
 
@@ -703,8 +711,9 @@ def check_data(config: TrainConfig, model_config: MIMOConfig) -> None:
         return
     if config.valid_fraction:
         raise MimoInputError("--valid-fraction only applies to a folder (synthetic runs evaluate on fresh held-out clips)")
+    speaks = AUDIO_OUT_TYPES if model_config.audio_output is not None else ()
     for flag, names, allowed, allow_empty in (
-        ("--question-types", config.question_types, ALL_QUESTION_TYPES, False),
+        ("--question-types", config.question_types, ALL_QUESTION_TYPES + speaks, False),
         ("--follow-up-types", config.follow_up_types, ALL_QUESTION_TYPES, True),
         ("--false-claim-attributes", config.false_claim_attributes, CLAIM_ATTRIBUTES, False),
     ):
@@ -826,7 +835,7 @@ def longest_sample(config: TrainConfig, model_config: MIMOConfig) -> tuple[int, 
     Synthetic question types cycle, so the first few samples show every type's length (answers of one
     type differ by a token or two: ``combine_multimodal_inputs`` still reports a rare longer one by name).
     """
-    tokenizer = Tokenizer.default()
+    tokenizer = tokenizer_for(model_config)
     if config.data_path == "synthetic":
         synthetic = synthetic_config_for(model_config)
         types = config.question_types
@@ -936,6 +945,8 @@ def build_model(run: Run) -> MIMOModel:
     torch.manual_seed(config.seed)  # the model is the first thing drawn after seeding: tests rebuild it this way
     if run.load is not None:
         loaded = load_model(run.load)  # checked files, the TP=1 layout every backend saves
+        if run.model_config.audio_output is not None:  # --stage speak from a text model: extend its vocabulary
+            loaded = extend_model(loaded, run.model_config.audio_output.codebook_size, seed=config.seed)
         if config.backend == "local":
             return loaded.train()
         from mimo_lib.parallel import load_full_state_dict
@@ -1099,7 +1110,7 @@ def run_training(run: Run) -> TrainResult:
         run = replace(run, config=config)
     precision = config.precision if config.precision != "auto" else ("bf16" if config.device.startswith("cuda") else "fp32")
     say = print if main_process else (lambda *args, **kwargs: None)
-    tokenizer = Tokenizer.default()
+    tokenizer = tokenizer_for(model_config)  # the book's; with audio-out tokens for a model that speaks
     if model_config.language_model.vocab_size != tokenizer.vocab_size:
         raise ConfigError(
             f"the model's vocab_size {model_config.language_model.vocab_size} differs from the tokenizer's "

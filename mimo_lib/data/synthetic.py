@@ -81,6 +81,25 @@ CAPTION_TYPE = "caption"
 CHECK_TYPE = "check"
 #: Every type :func:`make_sample` accepts: the task's, then the two that only training uses.
 ALL_QUESTION_TYPES: tuple[str, ...] = QUESTION_TYPES + (CAPTION_TYPE, CHECK_TYPE)
+#: Requests answered with a *sound* (chapter 10): the answer is ``<audio_out>``, the audio codec's codes of the
+#: target note, ``</audio_out>`` (:func:`mimo_lib.audio_output.audio_answer`). Their words ("Play", the code
+#: tokens) are not in ``Tokenizer.default()``'s vocabulary: they need ``Tokenizer.with_audio_codes`` (where
+#: "Play" is spelled in byte tokens), so they are kept out of :data:`ALL_QUESTION_TYPES`.
+#:
+#: * ``play_text`` (text -> sound): "Play a low piano note." The target is named in the request; the clip
+#:   is an unrelated distractor.
+#: * ``play_heard`` (sound -> sound): "Play what you hear." The target is the clip's instrument and pitch.
+#: * ``play_shifted`` (sound -> sound, changed): "Play the instrument you hear, but higher." The world has two
+#:   pitches (220 and 660 Hz, not an octave apart), so "higher" means *the high note* and is asked only of a
+#:   low note (and "lower" only of a high one): the clip's instrument, the other pitch.
+#: * ``play_shape`` (video -> sound): "Play the sound of the shape you see." A fixed rule maps what is seen to a
+#:   note: the shape picks the instrument (:data:`SHAPE_INSTRUMENTS`), the colour the pitch
+#:   (:data:`COLOUR_PITCHES`: warm colours high, cool colours low); the clip's own sound is a distractor.
+AUDIO_OUT_TYPES: tuple[str, ...] = ("play_text", "play_heard", "play_shifted", "play_shape")
+#: ``play_shape``'s rule: shape -> instrument.
+SHAPE_INSTRUMENTS: dict[str, str] = {"circle": "flute", "square": "piano", "triangle": "acoustic guitar"}
+#: ``play_shape``'s rule: colour -> pitch.
+COLOUR_PITCHES: dict[str, str] = {"red": "high", "yellow": "high", "blue": "low", "green": "low"}
 
 BACKGROUND_RGB = (28, 28, 32)
 TRAVEL = 0.40  # how far a moving shape travels during its event, as a fraction of the frame
@@ -419,8 +438,8 @@ def make_sample(
     (default :data:`FALSE_CLAIM_ATTRIBUTES`) is passed on to :func:`ask`.
     """
     for t in [question_type, *(follow_up_types or ())]:
-        if t not in ALL_QUESTION_TYPES:
-            raise ValueError(f"unknown question type {t!r}; expected one of {ALL_QUESTION_TYPES}")
+        if t not in ALL_QUESTION_TYPES + AUDIO_OUT_TYPES:
+            raise ValueError(f"unknown question type {t!r}; expected one of {ALL_QUESTION_TYPES + AUDIO_OUT_TYPES}")
     if num_turns < 1:
         raise ValueError(f"num_turns must be at least 1 (got {num_turns})")
     seed_seq = list(np.atleast_1d(seed))
@@ -537,6 +556,36 @@ def instrument_answer(instrument: str) -> str:
     return f"That is {article(instrument)}."
 
 
+PLAY_TEXT_QUESTIONS = ("Play {a_pitch} {instrument} note.", "Play {a_pitch} note on the {instrument}.")
+PLAY_HEARD_QUESTIONS = ("Play what you hear.", "Play the note you hear.")
+PLAY_SHIFTED_QUESTIONS = ("Play the instrument you hear, but {direction}.", "Play the {direction} note of the instrument you hear.")
+PLAY_SHAPE_QUESTIONS = ("Play the sound of the shape you see.", "Play the note of the shape on screen.")
+
+
+def audio_out_target(events: Sequence[Event], question_type: str, rng: np.random.Generator) -> tuple[str, dict[str, str]]:
+    """``(request, target)`` of an audio-output type: ``target`` is ``{"instrument", "pitch"}`` of the note to play."""
+    def pick(options: Sequence[str]) -> str:
+        return options[int(rng.integers(len(options)))]
+
+    if len(events) != 1:
+        raise ValueError(f"{question_type} requests need a one-event clip")
+    e = events[0]
+    if question_type == "play_text":
+        instrument, pitch = pick(INSTRUMENTS), pick(tuple(PITCHES))
+        request = pick(PLAY_TEXT_QUESTIONS).format(
+            a_pitch=article(pitch), pitch=pitch, instrument=instrument, a_instrument=article(instrument))
+        return request, {"instrument": instrument, "pitch": pitch}
+    if question_type == "play_heard":
+        return pick(PLAY_HEARD_QUESTIONS), {"instrument": e.instrument, "pitch": e.pitch}
+    if question_type == "play_shifted":
+        higher = e.pitch == "low"  # "higher" only of the low note: the world has one note above it
+        request = pick(PLAY_SHIFTED_QUESTIONS).format(direction="higher" if higher else "lower")
+        return request, {"instrument": e.instrument, "pitch": "high" if higher else "low"}
+    if question_type == "play_shape":
+        return pick(PLAY_SHAPE_QUESTIONS), {"instrument": SHAPE_INSTRUMENTS[e.shape], "pitch": COLOUR_PITCHES[e.colour]}
+    raise ValueError(f"unknown audio-output type {question_type!r}; expected one of {AUDIO_OUT_TYPES}")
+
+
 def ask(
     events: Sequence[Event],
     question_type: str,
@@ -558,6 +607,11 @@ def ask(
 
     if question_type == CAPTION_TYPE:
         return pick(CAPTION_QUESTIONS), describe(events)
+    if question_type in AUDIO_OUT_TYPES:  # answered with a sound: the codec's codes of the target note
+        from mimo_lib.audio_output import audio_answer  # lazily: the codec is only needed for these types
+
+        request, target = audio_out_target(events, question_type, rng)
+        return request, audio_answer(target["instrument"], target["pitch"])
     if question_type == "time":
         if len(events) != 2:
             raise ValueError("time questions need a two-event clip")
@@ -668,7 +722,11 @@ def dominant_frequency(waveform: torch.Tensor | np.ndarray, sample_rate: int) ->
 
 __all__ = [
     "ALL_QUESTION_TYPES",
+    "AUDIO_OUT_TYPES",
     "CAPTION_TYPE",
+    "COLOUR_PITCHES",
+    "SHAPE_INSTRUMENTS",
+    "audio_out_target",
     "CLAIM_VALUES",
     "CHECK_QUESTIONS",
     "CHECK_TYPE",
