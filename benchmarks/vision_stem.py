@@ -1,7 +1,7 @@
 """Conv stem against CLIP's linear patch embedding: how fast the toy vision tower learns to see.
 
     python benchmarks/vision_stem.py                  # writes benchmarks/results/vision_stem.json
-    python benchmarks/vision_stem.py --steps 600 --out /tmp/stem.json
+    python benchmarks/vision_stem.py --steps 1000 --eval-interval 100 --jobs 2 --out benchmarks/results/vision_stem_1000.json
 
 Chapter 2 says why the toy tower starts with three stride-2 3x3 convolutions
 instead of CLIP's single strided convolution ("linear" patch embedding). This
@@ -19,8 +19,10 @@ to the run (the file records the machine, versions and threads).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import math
+import multiprocessing
 import platform
 import sys
 import time
@@ -80,9 +82,32 @@ def train_with_curve(model, media, targets, held_media, held_targets, args) -> t
         if step % args.eval_interval == 0 or step == args.steps:
             point = {"step": step, **zero_shot_accuracy(model, held_media, held_targets)}
             curve.append({k: round(v, 4) if isinstance(v, float) else v for k, v in point.items()})
-            print(f"  step {step:4d}: loss {loss.item():.3f} | " + " ".join(
+            print(f"  {model.tower.config.patch_embedding_type} step {step:4d}: loss {loss.item():.3f} | " + " ".join(
                 f"{name} {point[name]:.0%}" for name in VISION_ATTRIBUTES), flush=True)
     return curve, losses
+
+
+def run_stem(stem: str, args: argparse.Namespace) -> dict:
+    """Pretrain the toy tower with one patch embedding; its accuracy curve and losses."""
+    apply_thread_policy(args.threads)
+    config = get_preset("toy")
+    synthetic = synthetic_config_for(config)
+    media, targets = make_pretraining_set("vision", args.num_clips, args.seed, synthetic)
+    held_media, held_targets = make_pretraining_set("vision", args.held_out, args.seed + HELD_OUT_SEED_OFFSET, synthetic)
+    print(f"{stem} patch embedding:", flush=True)
+    torch.manual_seed(args.seed)
+    tower = build_vision_tower(dataclasses.replace(config.vision, patch_embedding_type=stem))
+    model = ContrastivePretrainer("vision", tower, Tokenizer.default())
+    start = time.perf_counter()
+    curve, losses = train_with_curve(model, media, targets, held_media, held_targets, args)
+    return {
+        "stem_parameters": sum(q.numel() for q in tower.patch_embedding.parameters()),
+        "seconds": round(time.perf_counter() - start, 1),
+        "curve": curve,
+        "final": curve[-1],
+        "first_step_shape_at_least_90": first_step_at(curve, "shape", LEARNED),
+        "losses_every_step": losses,
+    }
 
 
 def first_step_at(curve: list[dict], attribute: str, level: float) -> int | None:
@@ -99,37 +124,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--held-out", type=int, default=256, help="held-out clips per evaluation")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: mimo_lib.threads' policy)")
+    parser.add_argument("--jobs", type=int, default=1, help="processes: 2 trains both stems at once")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     threads = apply_thread_policy(args.threads)
-
-    config = get_preset("toy")
-    synthetic = synthetic_config_for(config)
-    media, targets = make_pretraining_set("vision", args.num_clips, args.seed, synthetic)
-    held_media, held_targets = make_pretraining_set("vision", args.held_out, args.seed + HELD_OUT_SEED_OFFSET, synthetic)
     chance = {name: round(1 / len(pairs), 4) for name, pairs in attribute_captions("vision").items()}
 
-    runs = {}
-    for stem in STEMS:
-        print(f"{stem} patch embedding:", flush=True)
-        torch.manual_seed(args.seed)
-        tower = build_vision_tower(dataclasses.replace(config.vision, patch_embedding_type=stem))
-        model = ContrastivePretrainer("vision", tower, Tokenizer.default())
-        start = time.perf_counter()
-        curve, losses = train_with_curve(model, media, targets, held_media, held_targets, args)
-        runs[stem] = {
-            "stem_parameters": sum(q.numel() for q in tower.patch_embedding.parameters()),
-            "seconds": round(time.perf_counter() - start, 1),
-            "curve": curve,
-            "final": curve[-1],
-            "first_step_shape_at_least_90": first_step_at(curve, "shape", LEARNED),
-            "losses_every_step": losses,
-        }
+    if args.jobs > 1:  # one process per stem, each rendering the same clips from the same seeds
+        with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs = dict(zip(STEMS, pool.map(run_stem, STEMS, [args] * len(STEMS))))
+    else:
+        runs = {stem: run_stem(stem, args) for stem in STEMS}
 
     result = {
         "script": "benchmarks/vision_stem.py",
         "command": "python benchmarks/vision_stem.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "jobs")},
         "chance": chance,
         "machine": {"processor": platform.machine(), "python": platform.python_version(),
                     "torch": torch.__version__, "mimo_lib": mimo_lib.__version__, "torch_threads": threads},
