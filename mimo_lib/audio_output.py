@@ -437,10 +437,10 @@ def predict_audio(
         if media_transform is not None:
             batch = media_transform(batch)
         new_tokens = model.generate(
-            batch["input_ids"].to(device),
-            None if batch["video"] is None else batch["video"].to(device),
-            None if batch["audio"] is None else batch["audio"].to(device),
-            attention_mask=batch["attention_mask"].to(device),
+            batch.input_ids.to(device),
+            None if batch.video is None else batch.video.to(device),
+            None if batch.audio is None else batch.audio.to(device),
+            attention_mask=batch.attention_mask.to(device),
             max_new_tokens=out.codes_per_span + 4,
             eos_token_id=tokenizer.eos_id,
         )  # (B, budget)

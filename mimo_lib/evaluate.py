@@ -43,7 +43,7 @@ from torch.utils.data import Dataset, Subset  # noqa: E402
 from mimo_lib.config import MIMOConfig  # noqa: E402
 from mimo_lib.constants import HELD_OUT_SEED_OFFSET  # noqa: E402  (held-out synthetic clips: seed + this)
 from mimo_lib.data.conversation import IGNORE_INDEX, encode_conversation  # noqa: E402
-from mimo_lib.data.dataset import AVFolderDataset, SyntheticAVDataset, collate_av_batch, split_dataset  # noqa: E402
+from mimo_lib.data.dataset import AVFolderDataset, Batch, SyntheticAVDataset, collate_av_batch, split_dataset  # noqa: E402
 from mimo_lib.data.synthetic import ALL_QUESTION_TYPES, QUESTION_TYPES, synthetic_config_for  # noqa: E402
 from mimo_lib.errors import MimoInputError  # noqa: E402
 from mimo_lib.model import MIMOModel  # noqa: E402
@@ -52,7 +52,7 @@ from mimo_lib.tokenizer import Tokenizer  # noqa: E402
 UNTYPED = "untyped"  # column for folder samples without a question_type
 ALL = "all"
 
-MediaTransform = Callable[[dict], dict]
+MediaTransform = Callable[[Batch], Batch]
 
 
 # --------------------------------------------------------------------------- #
@@ -163,11 +163,9 @@ def predict(
         if media_transform is not None:
             batch = media_transform(batch)
         budget = max_new_tokens or 2 + max(len(tokenizer.encode(" " + item["reference"])) for item in pending)
+        batch = batch.to(device)
         new_tokens = model.generate(
-            batch["input_ids"].to(device),
-            None if batch["video"] is None else batch["video"].to(device),
-            None if batch["audio"] is None else batch["audio"].to(device),
-            attention_mask=batch["attention_mask"].to(device),
+            batch.input_ids, batch.video, batch.audio, attention_mask=batch.attention_mask,
             max_new_tokens=budget,
             eos_token_id=tokenizer.eos_id,
         )  # (B, budget)
@@ -217,17 +215,16 @@ def evaluate_accuracy(
 # --------------------------------------------------------------------------- #
 
 
-def _with(batch, key: str, value):
-    """A copy of ``batch`` (a dict or a ``Batch`` dataclass) with ``key`` replaced."""
-    if dataclasses.is_dataclass(batch):
-        return dataclasses.replace(batch, **{key: value})
-    return {**batch, key: value}
+def _with(batch: Batch, key: str, value) -> Batch:
+    """A copy of ``batch`` with the field ``key`` replaced (the original is left alone)."""
+    return dataclasses.replace(batch, **{key: value})
 
 
 def _zero(key: str) -> MediaTransform:
-    def transform(batch: dict) -> dict:
-        if batch[key] is not None:
-            batch = _with(batch, key, torch.zeros_like(batch[key]))  # black frames / silence
+    def transform(batch: Batch) -> Batch:
+        media = getattr(batch, key)
+        if media is not None:
+            batch = _with(batch, key, torch.zeros_like(media))  # black frames / silence
         return batch
 
     return transform
@@ -240,19 +237,19 @@ def _shuffle(key: str, has_key: str) -> MediaTransform:
     batch with only one clip cannot be shuffled and is left as it is.
     """
 
-    def transform(batch: dict) -> dict:
-        media = batch[key]
+    def transform(batch: Batch) -> Batch:
+        media, has_media, ids = getattr(batch, key), getattr(batch, has_key), batch.id
         if media is None:
             return batch
-        rows = [r for r in range(len(batch["id"])) if bool(batch[has_key][r])]
-        distinct = list(dict.fromkeys(batch["id"][r] for r in rows))  # sample ids in batch order
+        rows = [r for r in range(len(ids)) if bool(has_media[r])]
+        distinct = list(dict.fromkeys(ids[r] for r in rows))  # sample ids in batch order
         if len(distinct) < 2:
             return batch
-        first_row = {sid: next(r for r in rows if batch["id"][r] == sid) for sid in distinct}
+        first_row = {sid: next(r for r in rows if ids[r] == sid) for sid in distinct}
         donor = {sid: first_row[distinct[(k + 1) % len(distinct)]] for k, sid in enumerate(distinct)}
         shuffled = media.clone()
         for r in rows:
-            shuffled[r] = media[donor[batch["id"][r]]]
+            shuffled[r] = media[donor[ids[r]]]
         return _with(batch, key, shuffled)
 
     return transform

@@ -153,6 +153,8 @@ EVAL_BATCH_SIZE = 16
 #: A fresh RoPE decoder's max_sequence_length grows to fit the longest sample up to this many positions; beyond
 #: it a sample is refused (attention memory grows with its square): give --max-sequence-length to go further.
 GROWN_SEQUENCE_LIMIT = 4096
+#: More frames a second than any video has (60 fps) is a typo: refused before a single clip is rendered.
+MAX_FRAMES_PER_SECOND = 60
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -726,6 +728,17 @@ def check_data(config: TrainConfig, model_config: MIMOConfig) -> None:
         raise MimoInputError(f"the synthetic data cannot be rendered for this model: {error}") from None
 
 
+def check_frame_rate(model_config: MIMOConfig) -> None:
+    """``--num-frames`` within the time window: at most :data:`MAX_FRAMES_PER_SECOND` a second."""
+    frames, seconds = model_config.vision.num_frames, model_config.audio.clip_duration_s
+    if frames > MAX_FRAMES_PER_SECOND * seconds:
+        raise MimoInputError(
+            f"--num-frames {frames} in a {seconds:g}-s window is {frames / seconds:,.0f} frames a second, more than "
+            f"any video has ({MAX_FRAMES_PER_SECOND}): use at most {int(MAX_FRAMES_PER_SECOND * seconds)} frames, or "
+            "a longer --clip-duration"
+        )
+
+
 def check_sequence_length(config: TrainConfig, model_config: MIMOConfig, mode: str) -> MIMOConfig:
     """Does the longest sample fit the language model once its placeholders are expanded?
 
@@ -800,6 +813,7 @@ def prepare_run(config: TrainConfig) -> Run:
     check_backbone_paths(config, run.model_config, run.mode)
     check_tower_checkpoints(config, run.model_config, run.mode)
     check_data(config, run.model_config)
+    check_frame_rate(run.model_config)
     run = replace(run, model_config=check_sequence_length(config, run.model_config, run.mode))
     check_run_folders(config, run.mode, run.load)
     return check_parallel(run)

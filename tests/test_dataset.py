@@ -101,21 +101,21 @@ def test_collate_pads_and_masks(tokenizer):
     samples = [SyntheticAVDataset(5, seed=0, tokenizer=tokenizer)[i] for i in range(5)]
     batch = collate_av_batch(samples, pad_id=tokenizer.pad_id)
     lengths = [s["input_ids"].shape[0] for s in samples]
-    assert batch["video"].shape == (5, 8, 3, 64, 64) and batch["video"].dtype == torch.uint8
-    assert batch["audio"].shape == (5, 16_000)
-    assert batch["input_ids"].shape == (5, max(lengths))
-    assert batch["attention_mask"].sum(1).tolist() == lengths
+    assert batch.video.shape == (5, 8, 3, 64, 64) and batch.video.dtype == torch.uint8
+    assert batch.audio.shape == (5, 16_000)
+    assert batch.input_ids.shape == (5, max(lengths))
+    assert batch.attention_mask.sum(1).tolist() == lengths
     short = lengths.index(min(lengths))
-    assert (batch["input_ids"][short, min(lengths) :] == tokenizer.pad_id).all()
-    assert (batch["labels"][short, min(lengths) :] == IGNORE_INDEX).all()
-    assert batch["has_video"].all() and batch["has_audio"].all()
+    assert (batch.input_ids[short, min(lengths) :] == tokenizer.pad_id).all()
+    assert (batch.labels[short, min(lengths) :] == IGNORE_INDEX).all()
+    assert batch.has_video.all() and batch.has_audio.all()
 
 
 def test_collate_fills_missing_modalities_and_rejects_mismatched_frames():
     with_video = {"id": "a", "video": torch.ones(4, 3, 8, 8, dtype=torch.uint8), "audio": None, "conversations": []}
     audio_only = {"id": "b", "video": None, "audio": torch.ones(100), "conversations": []}
     batch = collate_av_batch([with_video, audio_only])
-    assert batch["has_video"].tolist() == [True, False] and batch["has_audio"].tolist() == [False, True]
+    assert batch.has_video.tolist() == [True, False] and batch.has_audio.tolist() == [False, True]
     assert batch.video[1].sum() == 0 and batch.audio[0].abs().sum() == 0 and batch.audio[1].sum() == 100
     other = dict(with_video, id="c", video=torch.ones(4, 3, 16, 16, dtype=torch.uint8))
     with pytest.raises(DatasetFormatError, match="differ in shape.*a: .*c: "):
@@ -131,10 +131,10 @@ def test_data_samples_load_as_documented(tokenizer):
     assert 8 <= sum(1 for a in dataset.annotations if a.video_path) <= 12
     assert {a.question_type for a in dataset.annotations} == set(QUESTION_TYPES)
     batch = collate_av_batch([dataset[i] for i in range(len(dataset))], tokenizer.pad_id)
-    assert batch["video"].shape[1:] == (8, 3, 64, 64)
+    assert batch.video.shape[1:] == (8, 3, 64, 64)
     # every clip brings its own audio track; the stand-alone sounds have no video
-    assert batch["has_audio"].all()
-    assert batch["has_video"].tolist() == [a.video_path is not None for a in dataset.annotations]
+    assert batch.has_audio.all()
+    assert batch.has_video.tolist() == [a.video_path is not None for a in dataset.annotations]
     total = sum(f.stat().st_size for f in DATA_SAMPLES.iterdir())
     assert total < 5_000_000
 

@@ -97,7 +97,5 @@ def test_collate_gives_a_typed_batch_that_moves_as_one(setup):
     moved = batch.to("meta")
     assert moved.video.device.type == "meta" and moved.attention_mask.device.type == "meta"
     assert moved.id == batch.id and batch.video.device.type == "cpu"  # a new batch; the old one stays
-    # the dict-style access kept for code not yet moved to attributes
-    assert batch["input_ids"] is batch.input_ids and batch.get("video_features") is None
-    with pytest.raises(KeyError, match="no field 'audio_lengths'"):
-        batch["audio_lengths"]
+    with pytest.raises(TypeError):  # a typed batch: fields are attributes, not optional dict keys
+        batch["input_ids"]

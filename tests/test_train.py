@@ -119,9 +119,10 @@ def test_help_documents_every_flag(capsys):
         (["--freeze-projectors"], "every component is frozen"),
         (["--vision-backbone-type", "hf-clip"], "needs --hf-vision-path"),
         (["--vision-tower-checkpoint", "/no/tower.safetensors"], "not found"),
-        (["--num-frames", "10000"], "max_sequence_length is 512"),  # by arithmetic, before any sample is rendered
-        (["--num-frames", "256", "--max-sequence-length", "512"], "max_sequence_length is 512"),  # 512 video tokens
-        (["--num-frames", "4"], "--vision-temporal-compression"),  # the toy projector merges 8 frames
+        (["--num-frames", "10000"], "10,000 frames a second"),  # by arithmetic, before any sample is rendered
+        (["--num-frames", "48", "--vision-temporal-compression", "1", "--max-sequence-length", "512"],
+         "max_sequence_length is 512"),  # 48 frames x 16 cells = 768 video tokens
+        (["--num-frames", "4", "--vision-temporal-compression", "8"], "--vision-temporal-compression"),
         (["--num-turns", "0"], "--num-turns must be at least 1"),
         (["--follow-up-types", "vision,taste"], "--follow-up-types: unknown ['taste']"),
         (["--data-path", "data_samples", "--num-turns", "2"], "--num-turns only applies to --data-path synthetic"),
@@ -159,12 +160,13 @@ def test_the_seeds_command_runs_as_written(monkeypatch, capsys):
     assert "grows from 512 to 1088" in capsys.readouterr().out
 
 
-def test_the_interleaved_layout_is_one_flag_and_merges_frames_per_chunk():
-    run = train.resolve(train.parse_args(["--av-layout", "interleaved", "--av-positions", "time"]))
-    config = run.model_config
-    assert (config.av_layout, config.av_positions, config.chunk_seconds) == ("interleaved", "time", 0.25)
-    assert config.projector.vision_temporal_compression == 2  # 8 frames in 1 s: 2 per 0.25-s chunk
-    assert config.num_video_tokens == 64  # 16 cells x 4 chunks: the video keeps a time axis
+@pytest.mark.parametrize("chunk, merged", [(0.25, 2), (0.5, 4)])
+def test_the_interleaved_layout_is_one_flag_and_merges_frames_per_chunk(chunk, merged):
+    argv = ["--av-layout", "interleaved", "--av-positions", "time", "--chunk-seconds", str(chunk), "--num-frames", "8"]
+    config = train.resolve(train.parse_args(argv)).model_config
+    assert (config.av_layout, config.av_positions, config.chunk_seconds) == ("interleaved", "time", chunk)
+    assert config.projector.vision_temporal_compression == merged  # 8 frames in 1 s: the frames of one chunk
+    assert config.num_video_tokens == 16 * 8 // merged  # 16 cells per merged frame group: a time axis is kept
 
 
 def test_a_save_path_that_is_a_file_or_a_bad_config_file_is_refused(tmp_path, capsys, monkeypatch):
@@ -398,9 +400,9 @@ def test_shuffling_gives_every_sample_another_clip(tokenizer):
     batch = collate_av_batch([dataset[i] for i in range(4)], tokenizer.pad_id)
     shuffled = evaluate.ABLATIONS["video shuffled"](batch)
     for row in range(4):
-        assert torch.equal(shuffled["video"][row], batch["video"][(row + 1) % 4])
-    assert not evaluate.ABLATIONS["audio zeros"](batch)["audio"].any()
-    assert batch["audio"].any()  # the original batch is left alone
+        assert torch.equal(shuffled.video[row], batch.video[(row + 1) % 4])
+    assert not evaluate.ABLATIONS["audio zeros"](batch).audio.any()
+    assert batch.audio.any()  # the original batch is left alone
 
 
 def test_evaluate_prints_accuracy_and_ablation_table(tiny_model_folder, capsys):

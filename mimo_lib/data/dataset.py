@@ -502,27 +502,6 @@ class Batch:
         moved = {name: value.to(device) for name, value in tensors.items() if isinstance(value, torch.Tensor)}
         return replace(self, **moved)
 
-    # Temporary dict-style access, so that code written for the dict this used to be keeps working
-    # while it moves to attributes (train.py, evaluate.py, benchmarks/forward_backward.py, the chapters).
-    # Remove once nothing reads ``batch["..."]``.
-
-    def __getitem__(self, key: str):
-        if key not in self.keys():
-            raise KeyError(f"a Batch has no field {key!r}; its fields are {', '.join(self.keys())}")
-        return getattr(self, key)
-
-    def get(self, key: str, default=None):
-        return getattr(self, key) if key in self.keys() else default
-
-    def keys(self) -> list[str]:
-        return [f.name for f in fields(self)]
-
-    def items(self) -> list[tuple[str, Any]]:
-        return [(key, getattr(self, key)) for key in self.keys()]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.keys()
-
 
 def check_same_video_shape(samples: Sequence[dict]) -> None:
     """Videos of one batch are stacked, so they must share ``(T, 3, H, W)``."""
