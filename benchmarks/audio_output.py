@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--publish", action="store_true", help=f"copy the trained model to {PUBLISHED}")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    results: dict = {"command": "python benchmarks/audio_output.py " + " ".join(argv or sys.argv[1:]),
+    results: dict = {"script": "benchmarks/audio_output.py", "command": "python benchmarks/audio_output.py " + " ".join(argv or sys.argv[1:]),
                      "torch_threads": torch.get_num_threads(), "load": args.load}
 
     # ---- 1. the extension leaves text alone

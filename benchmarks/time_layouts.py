@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
               + f", without audio {accuracy['audio zeros'].get('time', float('nan')):.2f}", flush=True)
 
     atomic_write_json(args.out, {
-        "benchmark": "time_layouts",
+        "benchmark": "time_layouts", "script": "benchmarks/time_layouts.py",
         "command": "OMP_NUM_THREADS=1 python benchmarks/time_layouts.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "chance": {"time": "1/2 for a model that recognises both events of a clip but not which came first "
