@@ -1,7 +1,8 @@
 """Conv stem against CLIP's linear patch embedding: how fast the toy vision tower learns to see.
 
     python benchmarks/vision_stem.py                  # writes benchmarks/results/vision_stem.json
-    python benchmarks/vision_stem.py --steps 1000 --eval-interval 100 --jobs 2 --out benchmarks/results/vision_stem_1000.json
+    python benchmarks/vision_stem.py --steps 1000 --eval-interval 100 --jobs 2 --state-dir /tmp/stem-state \\
+        --out benchmarks/results/vision_stem_1000.json
 
 Chapter 2 says why the toy tower starts with three stride-2 3x3 convolutions
 instead of CLIP's single strided convolution ("linear" patch embedding). This
@@ -55,8 +56,13 @@ STEMS = ("linear", "conv")
 LEARNED = 0.9
 
 
-def train_with_curve(model, media, targets, held_media, held_targets, args) -> tuple[list[dict], list[float]]:
-    """``mimo_lib.pretrain_towers.pretrain``'s loop (same generator, optimizer and schedule), evaluated on the way."""
+def train_with_curve(model, media, targets, held_media, held_targets, args, state_file: Path | None = None):
+    """``mimo_lib.pretrain_towers.pretrain``'s loop (same generator, optimizer and schedule), evaluated on the way.
+
+    With ``state_file``, the run's full state (weights, optimizer, schedule, batch generator, curve) is saved
+    there after every evaluation, and a run that finds the file continues from it: a long benchmark
+    survives being killed.
+    """
     generator = torch.Generator().manual_seed(args.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     warmup = max(1, args.steps // 20)
@@ -67,10 +73,19 @@ def train_with_curve(model, media, targets, held_media, held_targets, args) -> t
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, args.steps - warmup)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    curve = [{"step": 0, **zero_shot_accuracy(model, held_media, held_targets)}]
-    losses = []
+    if state_file is not None and state_file.is_file():
+        state = torch.load(state_file, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        curve, losses, first = state["curve"], state["losses"], state["step"] + 1
+        print(f"  {model.tower.config.patch_embedding_type}: resuming at step {first}", flush=True)
+    else:
+        curve = [{"step": 0, **zero_shot_accuracy(model, held_media, held_targets)}]
+        losses, first = [], 1
     model.train()
-    for step in range(1, args.steps + 1):
+    for step in range(first, args.steps + 1):
         index = torch.randint(len(media), (args.batch_size,), generator=generator)
         loss, _ = model(media[index], targets[index])
         optimizer.zero_grad(set_to_none=True)
@@ -84,6 +99,12 @@ def train_with_curve(model, media, targets, held_media, held_targets, args) -> t
             curve.append({k: round(v, 4) if isinstance(v, float) else v for k, v in point.items()})
             print(f"  {model.tower.config.patch_embedding_type} step {step:4d}: loss {loss.item():.3f} | " + " ".join(
                 f"{name} {point[name]:.0%}" for name in VISION_ATTRIBUTES), flush=True)
+            if state_file is not None:
+                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                         "curve": curve, "losses": losses, "step": step}
+                torch.save(state, state_file.with_name(state_file.name + ".tmp"))
+                state_file.with_name(state_file.name + ".tmp").replace(state_file)
     return curve, losses
 
 
@@ -99,7 +120,13 @@ def run_stem(stem: str, args: argparse.Namespace) -> dict:
     tower = build_vision_tower(dataclasses.replace(config.vision, patch_embedding_type=stem))
     model = ContrastivePretrainer("vision", tower, Tokenizer.default())
     start = time.perf_counter()
-    curve, losses = train_with_curve(model, media, targets, held_media, held_targets, args)
+    state_file = None
+    if args.state_dir is not None:
+        args.state_dir.mkdir(parents=True, exist_ok=True)
+        settings = "-".join(str(getattr(args, k)) for k in ("steps", "eval_interval", "batch_size", "lr", "num_clips",
+                                                             "held_out", "seed"))
+        state_file = args.state_dir / f"vision_stem-{stem}-{settings}.pt"
+    curve, losses = train_with_curve(model, media, targets, held_media, held_targets, args, state_file)
     return {
         "stem_parameters": sum(q.numel() for q in tower.patch_embedding.parameters()),
         "seconds": round(time.perf_counter() - start, 1),
@@ -108,6 +135,19 @@ def run_stem(stem: str, args: argparse.Namespace) -> dict:
         "first_step_shape_at_least_90": first_step_at(curve, "shape", LEARNED),
         "losses_every_step": losses,
     }
+
+
+def recorded_arguments(argv: list[str]) -> list[str]:
+    """The command line as the result file records it: without --state-dir, a scratch folder of this machine."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--state-dir":
+            skip = True
+        elif not arg.startswith("--state-dir="):
+            kept.append(arg)
+    return kept
 
 
 def first_step_at(curve: list[dict], attribute: str, level: float) -> int | None:
@@ -125,6 +165,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: mimo_lib.threads' policy)")
     parser.add_argument("--jobs", type=int, default=1, help="processes: 2 trains both stems at once")
+    parser.add_argument(
+        "--state-dir", type=Path, default=None,
+        help="save each run's state here after every evaluation and resume from it if present (long runs)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     threads = apply_thread_policy(args.threads)
@@ -138,8 +182,8 @@ def main(argv: list[str] | None = None) -> None:
 
     result = {
         "script": "benchmarks/vision_stem.py",
-        "command": "python benchmarks/vision_stem.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "jobs")},
+        "command": "python benchmarks/vision_stem.py " + " ".join(recorded_arguments(argv if argv is not None else sys.argv[1:])),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "jobs", "state_dir")},
         "chance": chance,
         "machine": {"processor": platform.machine(), "python": platform.python_version(),
                     "torch": torch.__version__, "mimo_lib": mimo_lib.__version__, "torch_threads": threads},

@@ -158,3 +158,26 @@ def test_chapter_run_time_matches_readme(path):
     row = next((r for r in table_rows("#") if f"chapters/{path.name}" in r[1]), None)
     assert row is not None, f"the README's chapter table has no row for {path.name}"
     assert row[-1] == stated, f"{path.name}: the chapter says about {stated}, the README's table {row[-1]}"
+
+
+# --------------------------------------------------------------------------- the synthetic task (chapter 1)
+
+
+def test_task_table_chance_levels_match_the_generator():
+    """If the README's task table gives chance levels, they are chapter 1's, counted from the generator's tables."""
+    from mimo_lib.data.synthetic import COLOUR_QUESTIONS, COLOURS, INSTRUMENTS, MOTIONS, PITCHES, SHAPES
+
+    header = next(line for line in README.splitlines() if line.startswith("| type |"))
+    columns = [c.strip().lower() for c in header.strip("|").split("|")]
+    where = next((k for k, c in enumerate(columns) if c.startswith("chance")), None)
+    if where is None:
+        pytest.skip("the README's task table has no chance column")
+    named = sum("{shape}" in q for q in COLOUR_QUESTIONS) / len(COLOUR_QUESTIONS)
+    colour = named / len(COLOURS) + (1 - named) / (len(COLOURS) * len(SHAPES))
+    chance = {"vision": (1 / len(SHAPES) + colour) / 2, "motion": 1 / len(MOTIONS),
+              "audio": (1 / len(INSTRUMENTS) + 1 / len(PITCHES)) / 2, "both": 1 / 2,
+              "time": (1 / len(INSTRUMENTS) + 1 / (len(SHAPES) * len(COLOURS))) / 2}
+    for row in table_rows("type"):
+        name = row[0].strip("`")
+        if name in chance:
+            assert row[where] == percent(chance[name]), f"{name}: README {row[where]}, chapter 1 {percent(chance[name])}"
