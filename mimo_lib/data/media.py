@@ -521,16 +521,7 @@ def read_video_frames(
 
     indices = _uniform_indices(expected, num_frames)
     kept, decoded = _decode_selected_frames(path, set(indices), size)
-    if decoded == 0:
-        raise MediaError(
-            f"{path}: no video frames could be decoded (the header promised {expected}). "
-            f"The file is truncated or corrupt; re-export or re-download it."
-        )
-    if decoded < _MIN_DECODED_FRACTION * expected:
-        raise MediaError(
-            f"{path}: is truncated or corrupt: its header promises {expected} video frames "
-            f"but only {decoded} could be decoded. Re-export or re-download the file."
-        )
+    _check_decoded_frames(path, expected, decoded)
     if decoded != expected:
         # The header was slightly off. Our indices were planned for the wrong
         # length, so decode once more with the true frame count.
@@ -543,11 +534,8 @@ def read_video_frames(
         raise MediaError(f"{path}: its frames change size mid-stream; pass image_size=... to resize them all.") from err
 
 
-def _read_window_frames(
-    path: Path, expected: int, num_frames: int, size: list[int] | None, window: TimeWindow
-) -> torch.Tensor:
-    """``read_video_frames`` for a :class:`TimeWindow`: ``(num_frames, 3, H, W)`` uint8, black outside the file."""
-    chosen, decoded, _ = _decode_frames_at(path, window.frame_times(num_frames), size)
+def _check_decoded_frames(path: Path, expected: int, decoded: int) -> None:
+    """A file whose frames mostly fail to decode is truncated or corrupt: say so, naming it."""
     if decoded == 0:
         raise MediaError(
             f"{path}: no video frames could be decoded (the header promised {expected}). "
@@ -558,6 +546,14 @@ def _read_window_frames(
             f"{path}: is truncated or corrupt: its header promises {expected} video frames "
             f"but only {decoded} could be decoded. Re-export or re-download the file."
         )
+
+
+def _read_window_frames(
+    path: Path, expected: int, num_frames: int, size: list[int] | None, window: TimeWindow
+) -> torch.Tensor:
+    """``read_video_frames`` for a :class:`TimeWindow`: ``(num_frames, 3, H, W)`` uint8, black outside the file."""
+    chosen, decoded, _ = _decode_frames_at(path, window.frame_times(num_frames), size)
+    _check_decoded_frames(path, expected, decoded)
     shapes = {tuple(f.shape) for f in chosen if f is not None}
     if len(shapes) > 1:
         raise MediaError(f"{path}: its frames change size mid-stream; pass image_size=... to resize them all.")
