@@ -50,8 +50,8 @@ def table_rows(first_header: str) -> list[list[str]]:
 
 
 def paragraph_mentioning(text: str) -> str:
-    """The README paragraph (blank-line separated) that mentions ``text``."""
-    found = [p for p in README.split("\n\n") if text in p]
+    """The README paragraphs (blank-line separated) that mention ``text``, with line breaks as spaces."""
+    found = [" ".join(p.split()) for p in README.split("\n\n") if text in p]
     assert found, f"the README does not mention {text}"
     return "\n\n".join(found)
 
