@@ -417,9 +417,9 @@ class MIMOConfig:
 
 def _toy_vision() -> VisionTowerConfig:
     # A convolutional stem (three stride-2 3x3 convolutions) in front of the
-    # transformer instead of CLIP's single strided patch convolution: after 300
-    # contrastive steps it read shapes a little better (62% against 59%,
-    # benchmarks/results/vision_stem.json, chapter 2).
+    # transformer instead of CLIP's single strided patch convolution: over the
+    # shipped 1000-step schedule it reads shape at 90% by step 500, the linear
+    # stem by step 700 (benchmarks/results/vision_stem_1000.json, chapter 2).
     #
     # Three blocks, the last one's output selected: the same features as LLaVA's
     # "penultimate of four" (select_layer=-2), without a fourth block that
