@@ -64,7 +64,7 @@ from torch import nn
 
 from mimo_lib.config import LanguageModelConfig
 from mimo_lib.errors import MimoInputError
-from mimo_lib.language_model import GPTLanguageModel, LanguageModelOutput, attention_mask_for
+from mimo_lib.language_model import GPTLanguageModel, LanguageModelOutput, attention_mask_for, check_token_ids
 
 if TYPE_CHECKING:  # pragma: no cover
     from mimo_lib.model import MIMOModel
@@ -147,14 +147,7 @@ class MegatronLanguageModel(nn.Module):
 
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Word embeddings only: ``(B, L)`` ids -> ``(B, L, D)`` (vocabulary-parallel, all-reduced at TP > 1)."""
-        if input_ids.dtype != torch.long:
-            raise TypeError(f"input_ids must be torch.long, got {input_ids.dtype}")
-        vocab = self.config.padded_vocab_size
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= vocab):
-            raise ValueError(
-                f"input_ids must lie in [0, {vocab}) (padded vocabulary); got values from "
-                f"{input_ids.min().item()} to {input_ids.max().item()}"
-            )
+        check_token_ids(input_ids, self.config.padded_vocab_size)
         return self.embedding.word_embeddings(input_ids)  # (B, L, D)
 
     def forward(

@@ -148,6 +148,17 @@ def attention_mask_for(attention_mask: torch.Tensor, query_length: int) -> torch
     return allowed[:, None]  # (B, 1, S, S_total)
 
 
+def check_token_ids(input_ids: torch.Tensor, vocab: int) -> None:
+    """Token ids must be ``torch.long`` and inside the padded vocabulary ``[0, vocab)`` (every backend's rule)."""
+    if input_ids.dtype != torch.long:
+        raise TypeError(f"input_ids must be torch.long, got {input_ids.dtype}")
+    if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= vocab):
+        raise ValueError(
+            f"input_ids must lie in [0, {vocab}) (padded vocabulary); got values from "
+            f"{input_ids.min().item()} to {input_ids.max().item()}"
+        )
+
+
 class Embedding(nn.Module):
     """Megatron's ``LanguageModelEmbedding``: word embeddings, plus learned positions if asked."""
 
@@ -415,14 +426,7 @@ class GPTLanguageModel(nn.Module):
         The multimodal model embeds its text with this, scatters the video and
         audio embeddings in, and passes the result as ``decoder_input``.
         """
-        if input_ids.dtype != torch.long:
-            raise TypeError(f"input_ids must be torch.long, got {input_ids.dtype}")
-        vocab = self.config.padded_vocab_size
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= vocab):
-            raise ValueError(
-                f"input_ids must lie in [0, {vocab}) (padded vocabulary); got values from "
-                f"{input_ids.min().item()} to {input_ids.max().item()}"
-            )
+        check_token_ids(input_ids, self.config.padded_vocab_size)
         return self.embedding.word_embeddings(input_ids)
 
     def forward(
