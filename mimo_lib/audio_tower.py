@@ -149,13 +149,14 @@ class AudioAttention(nn.Module):
         self.v_proj = nn.Linear(hidden_size, hidden_size)
         self.out_proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask``: ``(S, S)`` bool, True where a position may attend (None: everywhere)."""
         batch, length, dim = x.shape  # (B, S, D)
         q, k, v = (
             proj(x).view(batch, length, self.num_heads, dim // self.num_heads).transpose(1, 2)  # (B, heads, S, hd)
             for proj in (self.q_proj, self.k_proj, self.v_proj)
         )
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=False)  # (B, heads, S, head_dim)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False)  # (B, heads, S, head_dim)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, dim))  # (B, S, D)
 
 
@@ -204,8 +205,8 @@ class AudioEncoderLayer(nn.Module):
         self.fc1 = nn.Linear(d, config.ffn_hidden_size)
         self.fc2 = nn.Linear(config.ffn_hidden_size, d)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.self_attn_layer_norm(x))  # (B, S, D)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.self_attn(self.self_attn_layer_norm(x), mask)  # (B, S, D)
         return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))  # (B, S, D), GELU as Whisper and BEATs
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -273,6 +274,25 @@ class BEATsPatchEmbedding(nn.Module):
 # --------------------------------------------------------------------------- #
 # The tower
 # --------------------------------------------------------------------------- #
+
+
+def attention_windows(config: AudioTowerConfig) -> torch.Tensor | None:
+    """``(encoder_seq_len,)`` long: which ``attention_window_s`` window of the clip each encoder position
+    lies in (a position attends only to its own window's), or None when the whole clip attends.
+
+    Whisper's position ``i`` starts at ``i / 50`` s; BEATs' position ``t * F + f`` at time patch ``t``'s
+    start. A window of 0.5 s in a 1-s clip: positions 0-24 and 25-49, so each audio token of the first
+    half hears only the first half (Qwen2.5-Omni's audio encoder likewise attends within 2-s windows).
+    """
+    if config.attention_window_s is None:
+        return None
+    positions = torch.arange(config.encoder_seq_len)
+    if config.backbone_type == "beats":
+        freq_patches = config.num_mel_bins // config.beats_patch_size
+        seconds = (positions // freq_patches) * config.beats_patch_size / FEATURE_FRAMES_PER_SECOND
+    else:
+        seconds = positions * config.clip_duration_s / config.encoder_seq_len
+    return torch.floor(seconds.double() / config.attention_window_s + 1e-6).long()
 
 
 def _check_features(features: torch.Tensor, config: AudioTowerConfig) -> None:
@@ -346,13 +366,16 @@ class AudioTower(AudioEncoderBase):
         self.blocks = nn.ModuleList([AudioEncoderLayer(config) for _ in range(config.num_layers)])
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon)
         self.output_norm = self.make_output_norm(config.hidden_size)
+        window = attention_windows(config)  # (S,) window of each position, or None: attend over the whole clip
+        mask = None if window is None else window[:, None] == window[None, :]  # (S, S): same window only
+        self.register_buffer("attention_mask", mask, persistent=False)
 
     def encode_features(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, num_mel_bins, num_feature_frames)`` -> ``(B, encoder_seq_len, D)``."""
         _check_features(features, self.config)
         x = self.embed(features)  # (B, S, D)
         for block in self.blocks:
-            x = block(x)  # (B, S, D)
+            x = block(x, self.attention_mask)  # (B, S, D)
         return self.norm(x)
 
 

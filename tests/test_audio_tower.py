@@ -444,3 +444,33 @@ def test_whisper_weights_map_onto_our_tower_by_renaming(tiny_whisper):
     features = torch.randn(2, 80, 120)
     with torch.no_grad():
         torch.testing.assert_close(ours.encode_features(features), encoder(input_features=features).last_hidden_state)
+
+
+def test_an_attention_window_keeps_each_half_second_to_itself():
+    """``attention_window_s=0.5`` (the toy preset): changing the second half of a clip leaves the first
+    half's audio tokens bit for bit unchanged; over the whole clip (None) every token hears both halves."""
+    from mimo_lib.audio_tower import attention_windows
+    from mimo_lib.config import ConfigError
+
+    small = dict(hidden_size=32, num_layers=2, num_attention_heads=2, ffn_hidden_size=64)
+    assert get_preset("toy").audio.attention_window_s == 0.5
+    assert attention_windows(AudioTowerConfig(**small)) is None
+    assert attention_windows(AudioTowerConfig(**small, attention_window_s=0.5)).tolist() == [0] * 25 + [1] * 25
+    beats = attention_windows(AudioTowerConfig(backbone_type="beats", attention_window_s=0.5))
+    assert beats.tolist() == [0] * 32 + [1] * 24  # 160-ms time patches of 8 frequency patches: 0-0.48 s, then on
+    torch.manual_seed(0)
+    clip = 0.1 * torch.randn(2, 16_000)
+    second_half_changed = clip.clone()
+    second_half_changed[:, 9_000:] = 0.0  # from 0.5625 s: past the stem's reach into the first window
+    for window, first_half_moves in ((0.5, False), (None, True)):
+        torch.manual_seed(0)
+        tower = AudioTower(AudioTowerConfig(**small, attention_window_s=window)).eval()
+        with torch.no_grad():
+            before, after = tower(clip), tower(second_half_changed)  # (2, 25, 32)
+        assert (not torch.equal(before[:, :12], after[:, :12])) == first_half_moves, window
+        assert not torch.equal(before[:, 13:], after[:, 13:])
+    for bad in (0, -1.0, True):
+        with pytest.raises(ConfigError, match="attention_window_s"):
+            AudioTowerConfig(attention_window_s=bad)
+    with pytest.raises(ConfigError, match="hf-whisper"):
+        AudioTowerConfig(backbone_type="hf-whisper", attention_window_s=0.5)
