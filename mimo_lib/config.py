@@ -300,13 +300,14 @@ class MIMOConfig:
 
     ``MIMOConfig()`` is the book's toy model with the block layout of chapters 4-7: the component defaults
     are generic (CLIP/Whisper/Megatron-like), and the few settings that made the toy model learn are set
-    here, each explained in :func:`_toy_vision`, :func:`_toy_projector` and :func:`_toy_language_model`.
+    here, each explained in :func:`_toy_vision`, :func:`_toy_audio`, :func:`_toy_projector` and
+    :func:`_toy_language_model`.
     The ``toy`` preset (:func:`_toy`) is that model laid out in time (chapter 8). The token ids come from
     :data:`mimo_lib.constants.SPECIAL_TOKENS`, the tokenizer's own table.
     """
 
     vision: VisionTowerConfig = field(default_factory=lambda: _toy_vision())
-    audio: AudioTowerConfig = field(default_factory=AudioTowerConfig)
+    audio: AudioTowerConfig = field(default_factory=lambda: _toy_audio())
     projector: ProjectorConfig = field(default_factory=lambda: _toy_projector())
     language_model: LanguageModelConfig = field(default_factory=lambda: _toy_language_model())
     pad_token_id: int = PAD_TOKEN_ID  # <pad>: fills the rows of a batch after each sample's end
@@ -454,26 +455,28 @@ def _toy_language_model() -> LanguageModelConfig:
     return LanguageModelConfig(init_method_std=0.1)
 
 
+def _toy_audio() -> AudioTowerConfig:
+    # Self-attention within half-seconds only (attention_window_s 0.5; the generic default, like Whisper,
+    # attends over the whole clip). Over the whole clip every audio token of a two-event clip holds both
+    # instruments: a linear probe reads the *second* half's instrument from token 0 at 96% (held-out), so no
+    # layout could tell the decoder which sound was when. Pretrained with 0.5-s windows, token 0 gives the
+    # second instrument at 23% (chance 25%) and its own at 100%, and the tower's zero-shot instrument and pitch
+    # stay at 100%. Qwen2.5-Omni's audio encoder attends within 2-s windows likewise (chapter 8).
+    return AudioTowerConfig(attention_window_s=0.5)
+
+
 def _toy() -> MIMOConfig:
     # MIMOConfig() laid out in time, so that "which instrument plays while the blue triangle is on screen?"
-    # (two-event clips: one event per half) can be answered (issue 11, chapter 8). With it the toy recipe
-    # reached 93% on `time` (500 held-out clips; the earlier block-layout recipe, with a third as many time
-    # questions: 45%), and every type falls towards chance without the sense it needs:
+    # (two-event clips: one event per half) can be answered (issue 11, chapter 8); MIMOConfig() itself keeps
+    # the block layout that chapters 4-7 build. The measured effect of each choice is in chapter 8 and
+    # benchmarks/results/time_layouts.json:
     #
-    # * audio attention_window_s 0.5: the audio tower attends within each half-second only. Over the whole
-    #   clip (the default), every audio token of a two-event clip holds both instruments: a linear probe
-    #   reads the *second* half's instrument from token 0 at 96% (held-out), so no layout can tell the
-    #   decoder which sound was when. The tower pretrained with 0.5-s windows: token 0 gives the second
-    #   instrument at 23% (chance 25%) and its own at 100%, and its zero-shot instrument and pitch are 100%.
-    #   Qwen2.5-Omni's audio encoder attends within 2-s windows likewise.
     # * av_layout "interleaved", chunk_seconds 0.5, vision_temporal_compression 4: each half's video tokens,
     #   then its audio tokens; a video token merges the 4 frames of one half. With 0.25-s chunks (2 frames a
-    #   token) motion fell to 10% (the first time_layouts.json, 250 steps); with 4 frames it was at 95-100%
-    #   after 300 instruct steps, as the block layout's 8.
+    #   token) motion fell to 10% (250 steps); with 4 frames it learns as fast as the block layout's 8.
     # * av_positions "time": a media token's position id counts 40-ms ticks, shared by the video and audio
     #   of the same instant (Qwen2.5-Omni's TMRoPE), so "same moment" is a short RoPE distance.
     return MIMOConfig(
-        audio=AudioTowerConfig(attention_window_s=0.5),
         projector=replace(_toy_projector(), vision_temporal_compression=4),
         av_layout="interleaved", av_positions="time", chunk_seconds=0.5,
     )

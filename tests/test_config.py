@@ -24,13 +24,19 @@ def test_presets_round_trip_through_dict(name):
 
 
 def test_token_counts_of_the_toy_preset():
-    config = get_preset("toy")
+    block, toy = MIMOConfig(), get_preset("toy")
     # 64x64 frames, 8x8 patches -> 8x8 grid, pooled 2x2 -> 16 tokens a frame, 8 frames
-    assert config.vision.tokens_per_frame == 16 and config.vision.num_tokens == 128
-    # the projector merges each cell's 8 frames into one token: 16 decoder positions a clip
-    assert config.projector.vision_temporal_compression == 8 and config.num_video_tokens == 16
+    assert toy.vision.tokens_per_frame == 16 and toy.vision.num_tokens == 128
+    # the block layout of chapters 4-7 merges each cell's 8 frames into one token: 16 decoder positions a clip
+    assert block.projector.vision_temporal_compression == 8 and block.num_video_tokens == 16
+    # the toy preset keeps a time axis (chapter 8): 4 frames a token, one group per 0.5-s chunk -> 32 positions
+    assert toy.projector.vision_temporal_compression == 4 and toy.num_video_tokens == 32
+    assert (toy.av_layout, toy.av_positions, toy.chunk_seconds) == ("interleaved", "time", 0.5)
     # 1 s -> 100 log-mel frames -> stride 2 -> 50 positions -> pooled to 25
-    assert config.audio.encoder_seq_len == 50 and config.num_audio_tokens == 25
+    assert toy.audio.encoder_seq_len == 50 and toy.num_audio_tokens == 25
+    # both toy models' audio tower attends within half-seconds (the generic Whisper-like default: whole clip)
+    assert toy.audio == block.audio and toy.audio.attention_window_s == 0.5
+    assert AudioTowerConfig().attention_window_s is None
     compressed = MIMOConfig(projector=ProjectorConfig(vision_token_compression=4, audio_token_compression=5))
     assert compressed.num_video_tokens == 32 and compressed.num_audio_tokens == 5
 

@@ -162,16 +162,21 @@ def test_temporal_projector_shape_parameters_and_locality():
     assert changed.tolist() == [False, False, False, False, True, False]
 
 
-def test_toy_video_tokens_each_see_every_frame():
-    config = get_preset("toy")
+@pytest.mark.parametrize(("config", "frames_per_token"), [(MIMOConfig(), 8), (get_preset("toy"), 4)],
+                         ids=["block", "toy"])
+def test_each_video_token_sees_exactly_its_frames(config, frames_per_token):
+    # block layout (chapters 4-7): a cell's token holds all 8 frames; the toy preset (chapter 8): 4 frames a token
     model = MIMOModel(config).eval()
-    features = torch.randn(1, config.vision.num_tokens, config.vision.hidden_size)
-    changed_frame = features.clone()
-    changed_frame[0, 7 * config.vision.tokens_per_frame + 5] += 1.0  # last frame, cell 5
-    with torch.no_grad():
-        diff = (model.vision_projector(features) - model.vision_projector(changed_frame)).abs().sum(-1)[0]
-    assert diff.shape == (config.num_video_tokens,)
-    assert torch.nonzero(diff).flatten().tolist() == [5]  # only cell 5's token, which holds all 8 frames
+    cells = config.vision.tokens_per_frame
+    for frame in range(config.vision.num_frames):
+        features = torch.randn(1, config.vision.num_tokens, config.vision.hidden_size)
+        changed = features.clone()
+        changed[0, frame * cells + 5] += 1.0  # this frame, cell 5
+        with torch.no_grad():
+            diff = (model.vision_projector(features) - model.vision_projector(changed)).abs().sum(-1)[0]
+        assert diff.shape == (config.num_video_tokens,)
+        # only cell 5's token of the group of frames that holds this frame changes
+        assert torch.nonzero(diff).flatten().tolist() == [(frame // frames_per_token) * cells + 5]
 
 
 def test_merged_token_frames_give_each_video_token_its_first_frame():
