@@ -19,20 +19,20 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def interleaved_toy():
-    """The chapter's ``cfg``: the toy model, interleaved, time ids, each chunk's frames merged."""
-    base = get_preset("toy")
-    frames_per_chunk = round(base.chunk_seconds * base.vision.num_frames / base.audio.clip_duration_s)
-    return replace(base, av_layout="interleaved", av_positions="time",
-                   projector=replace(base.projector, vision_temporal_compression=frames_per_chunk))
+    """The chapter's ``cfg``: the toy preset, interleaved in half-second chunks with time ids."""
+    cfg = get_preset("toy")
+    assert (cfg.av_layout, cfg.av_positions, cfg.chunk_seconds) == ("interleaved", "time", 0.5)
+    return cfg
 
 
 def test_exercise_1_ids_by_hand():
     cfg = interleaved_toy()
-    half = MIMOModel(replace(cfg, chunk_seconds=0.5, projector=replace(cfg.projector, vision_temporal_compression=4))).token_timing()
+    quarter = MIMOModel(replace(cfg, chunk_seconds=0.25, projector=replace(cfg.projector, vision_temporal_compression=2)))
+    timing = quarter.token_timing()
     vid, aud = cfg.video_token_id, cfg.audio_token_id
-    assert sorted(set(half.ticks(vid).tolist())) == [0, 12]
-    assert int(half.ticks(aud)[half.chunks(aud) == 1][0]) == 13
-    assert int((half.chunks(aud) == 0).sum()) == 13
+    assert sorted(set(timing.ticks(vid).tolist())) == [0, 6, 12, 18]
+    assert int(timing.ticks(aud)[timing.chunks(aud) == 1][0]) == 7
+    assert int((timing.chunks(aud) == 0).sum()) == 7
 
 
 def test_exercise_2_a_merge_across_chunks_is_refused():
