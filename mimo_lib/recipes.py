@@ -88,7 +88,7 @@ _TOY = Recipe(
         # 3,000 steps over 16,384 clips. With half as many clips (each seen about 12 times) the decoder learned the
         # two-event clips by heart instead of reading them: at peak lr 2e-3 `time` was right on 85% of training
         # clips and 58% of held-out ones; fresh clips are the cure, and encoding one with the frozen towers costs
-        # about 13 ms (2 threads)
+        # about 14 ms (2 threads)
         train_iters=3000, micro_batch_size=32, lr=1e-3, min_lr=3e-4, weight_decay=0.1, num_samples=16384,
         num_turns=4,
         # first questions: a third are the yes/no "both" questions and five twelfths the two-event "time"
