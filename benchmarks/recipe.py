@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/recipe"), help="folder for every stage's output")
     parser.add_argument("--shipped-towers", action="store_true", help="skip tower pretraining: use the committed towers")
-    parser.add_argument("--eval-interval", type=int, default=1000, help="instruct steps between held-out evaluations")
+    parser.add_argument("--eval-interval", type=int, default=None,
+                        help="instruct steps between held-out evaluations (default: a third of the recipe's steps)")
     parser.add_argument("--eval-samples", type=int, default=350, help="held-out clips per evaluation during instruct")
     parser.add_argument("--final-eval-samples", type=int, default=500, help="held-out clips for the final table")
     parser.add_argument("--publish", action="store_true", help=f"copy the final model to {PUBLISHED_MODEL}")
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     seconds: dict[str, float] = {}
 
     recipe = get_recipe(PRESET)
+    eval_interval = args.eval_interval or max(1, recipe.instruct.train_iters // 3)
     global ENV_VAR_SHOWN
     threads = stage_environment()["MIMO_NUM_THREADS"]
     ENV_VAR_SHOWN = f"MIMO_NUM_THREADS={threads} "
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     before_instruct = sum(seconds.values())
     seconds["instruct"] = run([
         "-m", "mimo_lib.train", "--stage", "instruct", "--load", str(out / "align"),
-        "--eval-interval", str(args.eval_interval), "--eval-samples", str(args.eval_samples),
+        "--eval-interval", str(eval_interval), "--eval-samples", str(args.eval_samples),
         "--save", str(out / "instruct"),
     ])
 
