@@ -88,7 +88,8 @@ _TOY = Recipe(
         # 3,000 steps over 8,192 clips, the run that made the committed mimo_toy (recipe.json). `time` is learned
         # late and unreliably at this budget: three more runs from scratch with both cores (README, "The training
         # recipe", benchmarks/results/recipe_from_scratch.json) ended below it: 80% with 16,384 clips and five
-        # twelfths `time`, 77% with 3,600 steps over 12,288 clips, and about 60% at peak lr 2e-3 (500 held-out clips)
+        # twelfths `time`, 77% with 3,600 steps over 12,288 clips (500 held-out clips each), and 59% at peak lr 2e-3
+        # (its last in-training evaluation, 350 clips)
         train_iters=3000, micro_batch_size=32, lr=1e-3, min_lr=3e-4, weight_decay=0.1, num_samples=8192,
         num_turns=4,
         # first questions: a third are the yes/no "both" questions and a third the two-event "time" questions,
