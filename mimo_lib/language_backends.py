@@ -38,16 +38,11 @@ so far: each step runs the whole sequence again and returns the logits of the
 new positions. Same answers as the local backend's cached generation, just
 O(S^2) work per answer instead of O(S).
 
-**Positions.** Megatron's RoPE uses positions ``0 .. S-1`` whatever
-``position_ids`` says. In training batches (right-padded) those are exactly
-:class:`CombinedInputs`' positions at every real token. For left-padded
-generation they are shifted by the padding length, which RoPE does not see:
-attention scores depend only on the *difference* of two positions.
-Time-aware position ids (``MIMOConfig.av_positions="time"``, chapter 8) are
-not counting ids, so this backend cannot honour them: ``MIMOModel`` refuses
-that setting with ``backend="megatron"``. (megatron-core's ``mrope``
-position embedding takes ``[3, B, S]`` ids and would be the way to pass them
-through; not wired here.)
+**Positions.** megatron-core's ``GPTModel`` asks its rotary module for the
+angles of positions ``0 .. S-1``. The adapter answers with the angles of the
+``position_ids`` it was given instead (:func:`rope_at`), one row per sample, so
+left-padded generation and the time-aware ids of chapter 8
+(``MIMOConfig.av_positions="time"``) rotate exactly as on the local backend.
 
 :func:`build_megatron_mimo` goes one step further: megatron-core's own
 ``MimoModel`` built from this book's towers and projectors, to show that the
@@ -56,6 +51,7 @@ book's model *is* the engine's model.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -104,6 +100,32 @@ class RecomputeCache:
 
     inputs: torch.Tensor  # (B, S_past, D) decoder inputs, before position embeddings
     position_ids: torch.Tensor  # (B, S_past)
+
+
+@contextmanager
+def rope_at(rotary: nn.Module | None, position_ids: torch.Tensor):
+    """Make megatron-core's ``RotaryEmbedding`` rotate each token by its own position id for one forward.
+
+    ``GPTModel`` asks its rotary module for the angles of positions 0 .. S-1, shape ``(S, 1, 1, d)``, shared by
+    every row. Here it answers with the angles of ``position_ids`` instead, ``(S, B, 1, d)`` (the shape
+    megatron-core's multimodal RoPE uses, which its rotation broadcasts over the heads), so time-aware ids
+    (chapter 8) and left padding rotate as on the local backend. With ``position_ids`` = 0 .. S-1 the angles
+    are the ones ``RotaryEmbedding`` computes itself.
+    """
+    if rotary is None:  # learned absolute positions: nothing to rotate
+        yield
+        return
+    freqs = position_ids.to(rotary.inv_freq.dtype)[..., None] * rotary.inv_freq  # (B, S, d/2)
+    if getattr(rotary, "rotary_interleaved", False):
+        angles = torch.stack([freqs, freqs], dim=-1).flatten(-2)  # (B, S, d): f0 f0 f1 f1 ...
+    else:
+        angles = torch.cat([freqs, freqs], dim=-1)  # (B, S, d): f0 f1 ... f0 f1 ...
+    angles = angles.transpose(0, 1)[:, :, None, :]  # (S, B, 1, d)
+    rotary.forward = lambda *args, **kwargs: angles  # an instance attribute: nn.Module.__call__ finds it first
+    try:
+        yield
+    finally:
+        del rotary.forward
 
 
 class MegatronLanguageModel(nn.Module):
@@ -197,12 +219,13 @@ class MegatronLanguageModel(nn.Module):
         hidden = self.embedding_dropout(hidden)
         # Megatron: True = masked; the local backend's mask (padding keys hidden, each query sees itself), inverted
         mask = ~attention_mask_for(attention_mask, total)  # (B, 1, total, total)
-        logits = self.gpt(
-            input_ids=None,
-            position_ids=position_ids,
-            attention_mask=mask,
-            decoder_input=hidden.transpose(0, 1).contiguous(),  # (total, B, D): Megatron is sequence-first
-        )  # (B, total, V / TP), batch-first again
+        with rope_at(getattr(self, "rotary_pos_emb", None), position_ids):  # RoPE at the given ids, not 0 .. S-1
+            logits = self.gpt(
+                input_ids=None,
+                position_ids=position_ids,
+                attention_mask=mask,
+                decoder_input=hidden.transpose(0, 1).contiguous(),  # (total, B, D): Megatron is sequence-first
+            )  # (B, total, V / TP), batch-first again
         logits = logits[:, num_past:]  # (B, S, V / TP): the new positions only
 
         loss = None

@@ -33,7 +33,7 @@ from mimo_lib.audio_tower import build_audio_tower
 from mimo_lib.combine import CombinedInputs, TokenTiming, combine_multimodal_inputs, sample_name
 from mimo_lib.config import MIMOConfig
 from mimo_lib.errors import CombineError
-from mimo_lib.language_backends import BackendError, build_language_model
+from mimo_lib.language_backends import build_language_model
 from mimo_lib.language_model import generate
 from mimo_lib.projector import ModalityProjector, merged_token_frames
 from mimo_lib.towers import load_tower_weights
@@ -105,11 +105,6 @@ class MIMOModel(nn.Module):
         self.audio_projector = ModalityProjector(
             self.audio_tower.output_size, width, config.projector.audio_token_compression, config.projector.projector_type
         )
-        if backend == "megatron" and config.av_positions == "time":
-            raise BackendError(
-                "av_positions='time' needs RoPE at the given position ids, and megatron-core's GPTModel applies "
-                "RoPE at 0 .. S-1 whatever position_ids says; use the local backend or av_positions='sequence'"
-            )
         self.language_model = build_language_model(config.language_model, backend)
 
     # ------------------------------------------------------------------ modalities and encoders
