@@ -7,8 +7,12 @@ share their time index, text continues at max + 1, and generation with a KV cach
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,9 +34,10 @@ from mimo_lib.config import ConfigError, MIMOConfig, ProjectorConfig, get_preset
 from mimo_lib.constants import AUDIO_TOKEN_ID, PAD_TOKEN_ID, VIDEO_TOKEN_ID
 from mimo_lib.data.conversation import IGNORE_INDEX, build_prompt
 from mimo_lib.errors import MimoInputError
-from mimo_lib.language_backends import BackendError
 from mimo_lib.model import MIMOModel
 from mimo_lib.tokenizer import Tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 VID, AUD, PAD = VIDEO_TOKEN_ID, AUDIO_TOKEN_ID, PAD_TOKEN_ID
 CODE = {VID: VIDEO, AUD: AUDIO}
@@ -353,9 +358,37 @@ def test_config_field_defaults_old_checkpoints_and_errors():
     assert issubclass(ConfigError, MimoInputError)
 
 
-def test_megatron_backend_refuses_time_positions_before_building():
-    with pytest.raises(BackendError, match="RoPE at 0 .. S-1"):
-        MIMOModel(tiny_config("interleaved", "time"), backend="megatron")
+MEGATRON_TIME_IDS = """
+import warnings
+warnings.filterwarnings("ignore")
+import torch
+from mimo_lib import parallel
+from mimo_lib.config import get_preset
+from mimo_lib.model import MIMOModel
+from mimo_lib.scale_demo import demo_batch, run_model
+parallel.init_parallel(tensor_model_parallel_size=1)
+torch.manual_seed(0)
+config = get_preset("toy")
+assert config.av_positions == "time"
+local = MIMOModel(config).eval()
+megatron = MIMOModel(config, backend="megatron").eval()
+megatron.load_state_dict(local.state_dict())
+batch = demo_batch(config)
+with torch.no_grad():
+    a, b = run_model(local, batch), run_model(megatron, batch)
+real = a.combined.attention_mask
+assert not torch.equal(a.combined.position_ids[real], torch.arange(int(real.sum())))  # time ids, not counted
+print((a.logits - b.logits).abs()[real].max().item(), abs(a.loss.item() - b.loss.item()))
+"""
+
+
+def test_megatron_backend_rotates_at_the_time_ids_as_the_local_one():
+    pytest.importorskip("megatron.core")
+    done = subprocess.run([sys.executable, "-c", MEGATRON_TIME_IDS], cwd=ROOT, capture_output=True, text=True,
+                          timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    logits_diff, loss_diff = map(float, done.stdout.split()[-2:])
+    assert logits_diff < 1e-5 and loss_diff < 1e-5
 
 
 def test_two_clips_of_one_modality_in_a_sample_are_refused_by_name():
