@@ -347,14 +347,15 @@ def megatron_mimo_loss(mimo, model: MIMOModel, input_ids, video=None, audio=None
     shifted = torch.cat([combined.labels[:, 1:], combined.labels.new_full((B, 1), config.ignore_index)], dim=1)
     loss_mask = shifted != config.ignore_index  # (B, S)
     mask = ~attention_mask_for(combined.attention_mask, S)  # (B, 1, S, S) True = masked
-    per_token, loss_mask = mimo(
-        input_ids=ids,
-        position_ids=combined.position_ids,
-        attention_mask=mask,
-        loss_mask=loss_mask,
-        labels=shifted.masked_fill(~loss_mask, 0),
-        modality_inputs=modality_inputs,
-    )  # (B, S) per-token loss
+    with rope_at(getattr(model.language_model, "rotary_pos_emb", None), combined.position_ids):  # as MIMOModel's
+        per_token, loss_mask = mimo(
+            input_ids=ids,
+            position_ids=combined.position_ids,
+            attention_mask=mask,
+            loss_mask=loss_mask,
+            labels=shifted.masked_fill(~loss_mask, 0),
+            modality_inputs=modality_inputs,
+        )  # (B, S) per-token loss
     return (per_token * loss_mask).sum() / loss_mask.sum().clamp(min=1)
 
 
