@@ -45,7 +45,6 @@ from mimo_lib.towers import read_metadata, shipped_checkpoint  # noqa: E402
 PRESET = "toy"
 PRETRAINED = REPO / "mimo_lib" / "pretrained"
 PUBLISHED_MODEL = PRETRAINED / "mimo_toy"
-ENV_VAR_SHOWN = ""  # set in main(): the thread setting every stage runs with, echoed before each command
 
 
 def stage_environment() -> dict[str, str]:
@@ -62,9 +61,10 @@ def stage_environment() -> dict[str, str]:
 
 def run(command: list[str]) -> float:
     """Run ``python -m ...`` in the repository, echoing the command; return its wall time in seconds."""
-    print(f"\n$ {ENV_VAR_SHOWN}python " + " ".join(command), flush=True)
+    env = stage_environment()
+    print(f"\n$ MIMO_NUM_THREADS={env['MIMO_NUM_THREADS']} python " + " ".join(command), flush=True)
     start = time.perf_counter()
-    subprocess.run([sys.executable, *command], cwd=REPO, check=True, env=stage_environment())
+    subprocess.run([sys.executable, *command], cwd=REPO, check=True, env=env)
     return time.perf_counter() - start
 
 
@@ -94,9 +94,7 @@ def main(argv: list[str] | None = None) -> None:
 
     recipe = get_recipe(PRESET)
     eval_interval = args.eval_interval or max(1, recipe.instruct.train_iters // 3)
-    global ENV_VAR_SHOWN
     threads = stage_environment()["MIMO_NUM_THREADS"]
-    ENV_VAR_SHOWN = f"MIMO_NUM_THREADS={threads} "
     load_before = load_average()
     print(f"load average before: {load_before} on {os.cpu_count()} cores")
     print(f"recipe {recipe.version} (mimo_lib/recipes.py): {json.dumps(recipe.to_dict())}")
