@@ -77,14 +77,13 @@ from mimo_lib.recipes import get_recipe  # noqa: E402
 from mimo_lib.threads import apply_thread_policy  # noqa: E402
 from mimo_lib.tokenizer import Tokenizer  # noqa: E402
 from mimo_lib.towers import shipped_checkpoint  # noqa: E402
-from mimo_lib.train import FOLLOW_UP_TYPES, train_step  # noqa: E402
+from mimo_lib.train import FOLLOW_UP_TYPES, TrainConfig, train_step  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "time_layouts.json"
 SCRIPT = "benchmarks/time_layouts.py"
 VARIANTS = ("block/sequence", "block/time", "interleaved/sequence", "interleaved/time")
 CONDITIONS = ("original", "video zeros", "audio zeros")
 TIME_BAR, ALL_BAR = 0.9, 0.95  # first_step_time_at_least_90, first_step_all_at_least_95
-GRAD_CLIP = 1.0  # mimo_lib.train's default
 
 
 def variant_config(base: MIMOConfig, variant: str, chunk_seconds: float) -> MIMOConfig:
@@ -276,14 +275,14 @@ def main(argv: list[str] | None = None) -> None:
         model = MIMOModel(config)
         model.set_trainable(towers=False)
         optimizer, _ = make_optimizer(model.named_parameters(), args.lr, args.weight_decay)
-        warmup = round(get_recipe("toy").instruct.warmup_fraction * args.train_iters)
+        warmup = round(recipe.warmup_fraction * args.train_iters)
         schedule = WarmupCosineSchedule(args.lr, args.min_lr, warmup, args.train_iters)
         train_s, eval_s, losses, positions, curve = 0.0, 0.0, [], 0, []
         original: dict[str, float] = {}
         for step in range(1, args.train_iters + 1):
             t0 = time.perf_counter()
             batch = train_cache.batch(order[step - 1].tolist())
-            numbers = train_step(model, batch, optimizer, schedule(step), GRAD_CLIP, step)
+            numbers = train_step(model, batch, optimizer, schedule(step), TrainConfig.grad_clip, step)
             train_s += time.perf_counter() - t0
             losses.append(numbers["loss"])
             positions += numbers["tokens"]
