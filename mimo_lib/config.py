@@ -457,11 +457,12 @@ def _toy_language_model() -> LanguageModelConfig:
 
 def _toy_audio() -> AudioTowerConfig:
     # Self-attention within half-seconds only (attention_window_s 0.5; the generic default, like Whisper,
-    # attends over the whole clip). Over the whole clip every audio token of a two-event clip holds both
-    # instruments: a linear probe reads the *second* half's instrument from token 0 at 96% (held-out), so no
-    # layout could tell the decoder which sound was when. Pretrained with 0.5-s windows, token 0 gives the
-    # second instrument at 23% (chance 25%) and its own at 100%, and the tower's zero-shot instrument and pitch
-    # stay at 100%. Qwen2.5-Omni's audio encoder attends within 2-s windows likewise (chapter 8).
+    # attends over the whole clip). Over the whole clip every audio token of a two-event clip mixes in the
+    # other half's sound, so no layout could tell the decoder which sound was when; within windows a token
+    # holds its own half-second only (chapter 8 measures both on the shipped weights: the second half's sound
+    # swapped moves every first-half token with whole-clip attention, and almost none within windows), and the
+    # tower's zero-shot instrument and pitch stay at 100% (the checkpoint's metadata). Qwen2.5-Omni's audio
+    # encoder attends within 2-s windows likewise.
     return AudioTowerConfig(attention_window_s=0.5)
 
 

@@ -136,9 +136,11 @@ STAGE_FREEZING: dict[str, dict[str, bool]] = {
     "instruct": {"vision_tower": True, "audio_tower": True, "projectors": False, "language_model": False},
     "speak": {"vision_tower": True, "audio_tower": True, "projectors": False, "language_model": False},
 }
-#: Types a multi-turn training conversation may ask after its first question. ``both``, ``time`` and
-#: ``check`` are left out: an earlier answer ("The square is yellow.") would let the model read them off the text.
-FOLLOW_UP_TYPES = ("vision", "motion", "audio", "caption")
+#: Types a multi-turn training conversation may ask after its first question. ``both`` and ``check`` are left
+#: out: an earlier answer ("The square is yellow.") would let the model read them off the text. ``time`` follows
+#: a first ``time`` question only, asking about the clip's other event (``make_sample``): twice the time
+#: supervision a rendered two-event clip gives, for one more turn
+FOLLOW_UP_TYPES = ("vision", "motion", "audio", "caption", "time")
 #: Settings that change the arithmetic of training: resuming with other values is not an exact resume.
 RESUME_SENSITIVE = (
     "data_path", "valid_fraction", "num_samples", "num_turns", "follow_up_types", "false_claim_attributes",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -23,8 +24,11 @@ from mimo_lib.data.synthetic import (
     QUESTION_TYPES,
     SHAPES,
     SyntheticConfig,
+    article,
     ask,
+    describe,
     dominant_frequency,
+    instrument_answer,
     make_clip,
     make_sample,
     motion_phrase,
@@ -137,6 +141,41 @@ def test_follow_up_turns_ask_other_fitting_types_once_each(question_type):
         assert len(set(asked)) == len(asked)  # no type twice
         expected_turns = 2 if question_type == "time" else 4  # a two-event clip only fits a caption after it
         assert len(questions) == expected_turns
+
+
+def test_a_time_follow_up_asks_about_the_other_event_before_the_caption():
+    follow_ups = (*FOLLOW_UPS, "time")
+    asked_about = Counter()
+    for seed in range(40):
+        sample = make_sample([seed], "time", num_turns=4, follow_up_types=follow_ups)
+        events = sample.clip.events
+        questions = [t["value"] for t in sample.conversations[0::2]]
+        answers = [t["value"] for t in sample.conversations[1::2]]
+        assert len(questions) == 3  # time, time about the other event, caption (nothing else fits two events)
+        assert answers[2] == describe(events)  # the caption last: it would answer the second time question
+        about = [_time_event(events, q, a) for q, a in zip(questions[:2], answers[:2])]
+        assert sorted(about) == [0, 1], f"seed {seed}: both time questions ask about event {about[0]}"
+        asked_about[about[0]] += 1
+        # the first turn is the one a single-turn sample (what evaluation asks) would ask
+        single = make_sample([seed], "time")
+        assert single.conversations[1]["value"] == answers[0] and single.conversations[0]["value"] == questions[0]
+        # ...and the same as without the time follow-up
+        assert make_sample([seed], "time", num_turns=4, follow_up_types=FOLLOW_UPS).conversations[:2] == sample.conversations[:2]
+    assert min(asked_about.values()) >= 10  # the first question's event is still drawn at random
+    with pytest.raises(ValueError, match="event 0 or 1"):
+        ask(events, "time", np.random.default_rng(0), about=2)
+    # a one-event clip never gets a time follow-up
+    for question_type in ("vision", "both"):
+        sample = make_sample([3], question_type, num_turns=4, follow_up_types=follow_ups)
+        assert not any("while the" in t["value"] for t in sample.conversations[2::2])
+
+
+def _time_event(events, question, answer) -> int:
+    """Which event a time question asks about: the one whose instrument or coloured shape the answer names."""
+    named = [k for k, e in enumerate(events)
+             if answer == instrument_answer(e.instrument) or answer == f"It is {article(e.colour + ' ' + e.shape)}."]
+    assert len(named) == 1, (question, answer)
+    return named[0]
 
 
 def _answers_as(events, question_type, question, answer) -> bool:

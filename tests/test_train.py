@@ -444,7 +444,8 @@ def test_instruct_defaults_to_four_turn_conversations_with_follow_ups(tiny_json)
     config = train.resolve(train.parse_args(tiny_args(tiny_json, "--stage", "instruct"))).config
     assert config.num_turns == get_recipe("toy").instruct.num_turns == 4
     assert config.follow_up_types == train.FOLLOW_UP_TYPES
-    assert "both" not in config.follow_up_types and "time" not in config.follow_up_types  # would be given away
+    assert "both" not in config.follow_up_types and "check" not in config.follow_up_types  # would be given away
+    assert "time" in config.follow_up_types  # asked about a two-event clip's other event (test_synthetic)
     align = train.resolve(train.parse_args(tiny_args(tiny_json, "--stage", "align"))).config
     assert align.num_turns == 1
 

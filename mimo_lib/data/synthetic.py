@@ -433,9 +433,12 @@ def make_sample(
     the conversation ends early when no such type is left. Training on such
     conversations gives several answers per rendered clip; the sample's
     ``question_type`` stays the first question's, which evaluation scores.
-    Keep ``both``, ``time`` and ``check`` out of ``follow_up_types``: an earlier
-    answer ("The square is yellow.") would give them away. ``false_claim_attributes``
-    (default :data:`FALSE_CLAIM_ATTRIBUTES`) is passed on to :func:`ask`.
+    ``time`` may follow a first ``time`` question, once: it asks about the
+    *other* event (what was said about the first one does not answer it), and
+    it comes before a caption, which would. Keep ``both`` and ``check`` out of
+    ``follow_up_types``: an earlier answer ("The square is yellow.") would give
+    them away. ``false_claim_attributes`` (default :data:`FALSE_CLAIM_ATTRIBUTES`)
+    is passed on to :func:`ask`.
     """
     for t in [question_type, *(follow_up_types or ())]:
         if t not in ALL_QUESTION_TYPES + AUDIO_OUT_TYPES:
@@ -453,10 +456,16 @@ def make_sample(
         fitting = [t for t in dict.fromkeys(follow_up_types) if t == CAPTION_TYPE or (t == "time") == two_events]
         fresh = [t for t in fitting if t != question_type]
         order = rng.permutation(len(fresh)) if fresh else []
-        asked += [fresh[int(k)] for k in order][: num_turns - 1]
+        other_event = ["time"] if two_events and "time" in fitting else []  # first: a caption would answer it
+        asked += (other_event + [fresh[int(k)] for k in order])[: num_turns - 1]
+    # which event each time question asks about: the first at random, a follow-up the other one
+    time_event = int(rng.random() >= 0.5) if question_type == "time" and follow_up_types is not None else None
     turns: list[dict[str, str]] = []
     for turn, asked_type in enumerate(asked):
-        question, answer = ask(clip.events, asked_type, rng, false_claim_attributes)
+        about = None
+        if asked_type == "time" and follow_up_types is not None:
+            about = time_event if turn == 0 else 1 - time_event
+        question, answer = ask(clip.events, asked_type, rng, false_claim_attributes, about=about)
         if turn == 0:
             question = AV_PROMPT + question
         turns += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
@@ -591,11 +600,13 @@ def ask(
     question_type: str,
     rng: np.random.Generator,
     false_claim_attributes: Sequence[str] | None = None,
+    about: int | None = None,
 ) -> tuple[str, str]:
     """One (question, answer) pair of ``question_type`` about ``events``.
 
     A false ``both`` claim changes one attribute drawn uniformly from ``false_claim_attributes``
     (default :data:`FALSE_CLAIM_ATTRIBUTES`, the task's distribution; training may choose another).
+    A ``time`` question asks about event ``about`` (0 or 1), or one drawn at random.
     """
     false_claim_attributes = tuple(false_claim_attributes or FALSE_CLAIM_ATTRIBUTES)
     unknown = set(false_claim_attributes) - set(CLAIM_ATTRIBUTES)
@@ -615,8 +626,11 @@ def ask(
     if question_type == "time":
         if len(events) != 2:
             raise ValueError("time questions need a two-event clip")
-        asked, other = (events[0], events[1]) if rng.random() < 0.5 else (events[1], events[0])
-        del other
+        if about is None:
+            about = int(rng.random() >= 0.5)
+        if about not in (0, 1):
+            raise ValueError(f"a time question asks about event 0 or 1 (got {about!r})")
+        asked = events[about]
         if rng.random() < 0.5:
             question = pick(TIME_INSTRUMENT_QUESTIONS).format(colour=asked.colour, shape=asked.shape)
             return question, instrument_answer(asked.instrument)
