@@ -458,14 +458,14 @@ def make_sample(
         order = rng.permutation(len(fresh)) if fresh else []
         other_event = ["time"] if two_events and "time" in fitting else []  # first: a caption would answer it
         asked += (other_event + [fresh[int(k)] for k in order])[: num_turns - 1]
-    # which event each time question asks about: the first at random, a follow-up the other one
-    time_event = int(rng.random() >= 0.5) if question_type == "time" and follow_up_types is not None else None
+    about: dict[int, int] = {}  # turn -> the event its time question asks about (else ask() draws one)
+    if two_events and follow_up_types is not None:
+        first_event = int(rng.random() >= 0.5)  # the draw ask() would make, so the first turn is unchanged
+        about = {0: first_event, 1: 1 - first_event}
     turns: list[dict[str, str]] = []
     for turn, asked_type in enumerate(asked):
-        about = None
-        if asked_type == "time" and follow_up_types is not None:
-            about = time_event if turn == 0 else 1 - time_event
-        question, answer = ask(clip.events, asked_type, rng, false_claim_attributes, about=about)
+        event = about.get(turn) if asked_type == "time" else None
+        question, answer = ask(clip.events, asked_type, rng, false_claim_attributes, about=event)
         if turn == 0:
             question = AV_PROMPT + question
         turns += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
