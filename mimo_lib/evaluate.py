@@ -47,6 +47,7 @@ from mimo_lib.data.dataset import AVFolderDataset, Batch, SyntheticAVDataset, co
 from mimo_lib.data.synthetic import ALL_QUESTION_TYPES, QUESTION_TYPES, synthetic_config_for  # noqa: E402
 from mimo_lib.errors import MimoInputError  # noqa: E402
 from mimo_lib.model import MIMOModel  # noqa: E402
+from mimo_lib.threads import THREADS_HELP, apply_thread_policy, check_threads_flag  # noqa: E402
 from mimo_lib.tokenizer import Tokenizer  # noqa: E402
 
 UNTYPED = "untyped"  # column for folder samples without a question_type
@@ -331,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16, help="questions answered together (default: 16)")
     parser.add_argument("--no-ablations", action="store_true", help="only the original condition")
     parser.add_argument("--device", default="cpu", help="default: cpu")
+    parser.add_argument("--threads", type=int, help=THREADS_HELP)
     return parser
 
 
@@ -371,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--seed must be at least 0 (got {args.seed})")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
+    threads_problem = check_threads_flag(args.threads)
+    if threads_problem:
+        parser.error(threads_problem)
+    apply_thread_policy(args.threads)
 
     from mimo_lib.checkpoint import load_model, load_tokenizer, read_train_config
 

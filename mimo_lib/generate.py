@@ -41,6 +41,8 @@ import sys
 import unicodedata
 from pathlib import Path
 
+from mimo_lib.threads import THREADS_HELP, apply_thread_policy, check_threads_flag  # no torch at import time
+
 # Not the user's business: torch's note about CUDA_HOME on a machine without a CUDA runtime.
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
@@ -211,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the answer's sound here (.wav or .flac); needs a model that speaks (--stage speak)",
     )
     parser.add_argument("--codec", type=Path, default=None, help="the audio codec for --output-audio (default: the shipped one)")
+    parser.add_argument("--threads", type=int, help=THREADS_HELP)
     return parser
 
 
@@ -241,6 +244,9 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error(f"--output-audio {args.output_audio}: write a .wav or .flac file")
     if args.codec is not None and args.output_audio is None:
         parser.error("--codec is only used with --output-audio")
+    threads_problem = check_threads_flag(args.threads)
+    if threads_problem:
+        parser.error(threads_problem)
     if args.device.startswith("cuda"):
         import torch
 
@@ -287,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
+    apply_thread_policy(args.threads)
 
     import warnings
 

@@ -62,6 +62,7 @@ from mimo_lib.data.synthetic import (
 )
 from mimo_lib.optim import WarmupCosineSchedule
 from mimo_lib.recipes import TowerRecipe, get_recipe
+from mimo_lib.threads import THREADS_HELP, apply_thread_policy, check_threads_flag
 from mimo_lib.tokenizer import Tokenizer
 from mimo_lib.towers import (  # noqa: F401  (load_tower_weights, shipped_checkpoint: moved there, still importable here)
     PRETRAINED_DIR,
@@ -425,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-clips", type=int, help="training clips rendered once, then sampled")
     parser.add_argument("--seed", type=int, help="tower init, clips and batch order")
     parser.add_argument("--out", type=Path, default=PRETRAINED_DIR, help="folder for the checkpoints")
+    parser.add_argument("--threads", type=int, help=THREADS_HELP)
     return parser
 
 
@@ -453,9 +455,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     recipe, steps = recipe_from_args(args)
-    problem = check_tower_recipe(recipe, steps)
+    problem = check_tower_recipe(recipe, steps) or check_threads_flag(args.threads)
     if problem:
         parser.error(problem)
+    apply_thread_policy(args.threads)
     if steps is not None:
         recipe = replace(recipe, vision_steps=steps, audio_steps=steps)
     for modality in ("vision", "audio") if args.modality == "both" else (args.modality,):

@@ -1,7 +1,8 @@
 """How many CPU threads torch uses: one policy for every chapter, test and command line.
 
 Call :func:`apply_thread_policy` once, before any heavy tensor work (every
-chapter's first code cell and ``mimo-train`` do). ``python -m mimo_lib.doctor``
+chapter's first code cell and every command line do: ``--threads`` with
+:data:`THREADS_HELP`, checked by :func:`check_threads_flag`). ``python -m mimo_lib.doctor``
 prints what it chose and why.
 
 Precedence, first match wins:
@@ -89,6 +90,20 @@ def apply_thread_policy(num_threads: int | None = None) -> int:
     if choice.num_threads is not None and torch.get_num_threads() != choice.num_threads:
         torch.set_num_threads(choice.num_threads)
     return torch.get_num_threads()
+
+
+THREADS_HELP = f"torch CPU threads (default: mimo_lib.threads' policy: {ENV_VAR}, else 1 on a machine of 2 cores or fewer)"
+
+
+def check_threads_flag(num_threads: int | None) -> str | None:
+    """What is wrong with a command line's ``--threads`` or with ``MIMO_NUM_THREADS`` (None if nothing)."""
+    if num_threads is not None and num_threads < 1:
+        return f"--threads must be at least 1 (got {num_threads})"
+    try:
+        choose_threads(num_threads)
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def describe_thread_policy() -> str:

@@ -124,7 +124,7 @@ from mimo_lib.model import MIMOModel
 from mimo_lib.optim import WarmupCosineSchedule, clip_grad_norm, make_optimizer
 from mimo_lib.parallel import shard_batch_indices
 from mimo_lib.recipes import Recipe, get_recipe
-from mimo_lib.threads import apply_thread_policy
+from mimo_lib.threads import THREADS_HELP, apply_thread_policy, check_threads_flag
 from mimo_lib.tokenizer import Tokenizer
 from mimo_lib.towers import read_tower_config, shipped_checkpoint, tower_config_differences
 
@@ -409,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision", choices=("auto", "fp32", "bf16"), default="auto",
         help="compute precision: bf16 autocast (fp32 master weights and AdamW) or fp32; auto: bf16 on CUDA, fp32 on the CPU",
     )
-    optim.add_argument("--threads", type=int, help="torch CPU threads (default: mimo_lib.threads' policy)")
+    optim.add_argument("--threads", type=int, help=THREADS_HELP)
     optim.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True,
         help="progress bars while encoding clips and training (default: on)",
@@ -650,8 +650,9 @@ def check_numbers(config: TrainConfig) -> None:
         value = getattr(config, name)
         if value is not None and value < low:
             raise MimoInputError(f"--{name.replace('_', '-')} must be at least {low} (got {value})")
-    if config.threads is not None and config.threads < 1:
-        raise MimoInputError(f"--threads must be at least 1 (got {config.threads})")
+    threads_problem = check_threads_flag(config.threads)
+    if threads_problem:
+        raise MimoInputError(threads_problem)
     if config.stop_after is not None and config.stop_after < 1:
         raise MimoInputError("--stop-after must be a step number, at least 1")
     if not 0.0 <= config.valid_fraction < 1.0:

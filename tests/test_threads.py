@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mimo_lib import doctor
-from mimo_lib.threads import ENV_VAR, apply_thread_policy, choose_threads, describe_thread_policy
+from mimo_lib import doctor, evaluate, generate, pretrain_towers
+from mimo_lib.threads import ENV_VAR, apply_thread_policy, check_threads_flag, choose_threads, describe_thread_policy
 
 
 @pytest.fixture
@@ -55,3 +55,52 @@ def test_doctor_reports_the_policy(restore_threads, monkeypatch, capsys):
     doctor.main()
     out = capsys.readouterr().out
     assert "threads: policy chooses 1 (set by MIMO_NUM_THREADS)" in out
+
+
+def test_check_threads_flag_names_what_is_wrong(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert check_threads_flag(None) is None and check_threads_flag(2) is None
+    assert check_threads_flag(0) == "--threads must be at least 1 (got 0)"
+    monkeypatch.setenv(ENV_VAR, "lots")
+    assert "is not a whole number" in check_threads_flag(None)
+    assert check_threads_flag(1) is None  # the flag wins over the environment
+
+
+#: Each command line, with arguments that pass every other check (the loads fail only later, on purpose).
+COMMANDS = {
+    "pretrain_towers": (pretrain_towers.main, ["--out", "/no/such/folder"]),
+    "evaluate": (evaluate.main, ["--load", "/no/such/run"]),
+    "generate": (generate.main, ["--load", "/no/such/run", "--prompt", "Hi?", "--video", "/no/clip.mp4"]),
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_line_refuses_a_bad_thread_count_before_work(command, monkeypatch, capsys):
+    main, argv = COMMANDS[command]
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    with pytest.raises(SystemExit) as refused:
+        main([*argv, "--threads", "0"])
+    assert refused.value.code == 2 and "--threads must be at least 1 (got 0)" in capsys.readouterr().err
+    monkeypatch.setenv(ENV_VAR, "lots")
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    assert refused.value.code == 2 and f"{ENV_VAR}='lots' is not a whole number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["evaluate", "generate"])
+def test_every_command_line_applies_the_thread_policy(command, restore_threads, monkeypatch, capsys):
+    main, argv = COMMANDS[command]
+    torch.set_num_threads(2)
+    monkeypatch.setenv(ENV_VAR, "1")
+    assert _exit_status(main, argv) == 2  # the missing run: a user error, after the policy was applied
+    assert torch.get_num_threads() == 1
+    assert "/no/such/run" in capsys.readouterr().err
+    assert _exit_status(main, [*argv, "--threads", "2"]) == 2 and torch.get_num_threads() == 2
+
+
+def _exit_status(main, argv) -> int:
+    """What the command line exits with, whether it returns it or argparse raises it."""
+    try:
+        return main(argv)
+    except SystemExit as stopped:
+        return stopped.code
