@@ -56,6 +56,7 @@ from torch import nn
 from mimo_lib.audio_codec import SHIPPED_CODEC, AudioCodec, AudioCodeError, load_codec
 from mimo_lib.config import AudioOutputConfig, ConfigError, MIMOConfig
 from mimo_lib.errors import MimoInputError
+from mimo_lib.language_model import DecodingConstraint, generate
 from mimo_lib.tokenizer import AUDIO_OUT_END_TOKEN, AUDIO_OUT_TOKEN, Tokenizer, audio_code_token
 
 #: Training stages whose data needs the audio-out tokens: loading a text-only model extends it.
@@ -177,6 +178,28 @@ def allowed_tokens(
     return torch.where(inside[:, None], in_span, text[None, :].expand(batch, -1))
 
 
+class AudioSpanConstraint(DecodingConstraint):
+    """:func:`allowed_tokens`' rules for :func:`mimo_lib.language_model.generate`, tracked per row.
+
+    Each chosen token updates whether the row is inside an ``<audio_out>`` span and how many codes the
+    span holds so far.
+    """
+
+    def __init__(self, audio_output: AudioOutputConfig, batch: int, device: torch.device | str = "cpu") -> None:
+        self.audio_output = audio_output
+        self.inside = torch.zeros(batch, dtype=torch.bool, device=device)  # (B,) inside a span
+        self.count = torch.zeros(batch, dtype=torch.long, device=device)  # (B,) codes in the open span
+
+    def allowed(self, vocab: int) -> torch.Tensor:
+        return allowed_tokens(self.inside, self.count, self.audio_output, vocab)  # (B, V)
+
+    def update(self, token: torch.Tensor) -> None:
+        out = self.audio_output
+        is_code = (token >= out.first_code_id) & (token < out.stop_id)
+        self.count = torch.where(token == out.start_id, torch.zeros_like(self.count), self.count + is_code.long())
+        self.inside = (self.inside | (token == out.start_id)) & (token != out.end_id)
+
+
 @torch.no_grad()
 def generate_with_audio(
     model,
@@ -194,55 +217,15 @@ def generate_with_audio(
 ) -> torch.Tensor:
     """:func:`mimo_lib.language_model.generate` with constrained decoding for audio spans (see :func:`allowed_tokens`).
 
-    The same loop and arguments: prefill the prompt, then one token per step (a KV cache, or the whole
-    sequence again), a finished row repeating ``eos_token_id``. Before each choice the ids a row may not
-    produce are set to ``-inf``. Returns ``(B, max_new_tokens)`` ids; a span still open when the budget
+    The same loop and arguments, with an :class:`AudioSpanConstraint`: before each choice the ids a row may
+    not produce are set to ``-inf``. Returns ``(B, max_new_tokens)`` ids; a span still open when the budget
     runs out stays open (:func:`audio_spans` reports it).
     """
-    from mimo_lib.language_model import _choose_tokens, check_generate_arguments
-
-    check_generate_arguments(
-        model.config, decoder_input, attention_mask, position_ids, eos_token_id, do_sample, temperature, top_k
+    constraint = AudioSpanConstraint(audio_output, decoder_input.shape[0], decoder_input.device)
+    return generate(
+        model, decoder_input, attention_mask, position_ids, max_new_tokens, eos_token_id, do_sample=do_sample,
+        temperature=temperature, top_k=top_k, generator=generator, use_cache=use_cache, constraint=constraint,
     )
-    vocab_size = model.config.vocab_size
-    batch = decoder_input.shape[0]
-    device = decoder_input.device
-    was_training = model.training
-    model.eval()
-    try:
-        out = torch.full((batch, max_new_tokens), eos_token_id, dtype=torch.long, device=device)
-        done = torch.zeros(batch, dtype=torch.bool, device=device)
-        inside = torch.zeros(batch, dtype=torch.bool, device=device)
-        count = torch.zeros(batch, dtype=torch.long, device=device)
-        next_position = position_ids.masked_fill(~attention_mask, 0).max(dim=1).values  # (B,)
-        inputs, mask, positions = decoder_input, attention_mask, position_ids
-        result = model(decoder_input=inputs, attention_mask=mask, position_ids=positions, use_cache=use_cache)
-        for step in range(max_new_tokens):
-            logits = result.logits[:, -1].float()  # (B, V)
-            allowed = allowed_tokens(inside, count, audio_output, logits.shape[-1])  # (B, V)
-            logits = logits.masked_fill(~allowed, float("-inf"))
-            token = _choose_tokens(logits, vocab_size, do_sample, temperature, top_k, generator)  # (B,)
-            token = torch.where(done, torch.full_like(token, eos_token_id), token)
-            out[:, step] = token
-            is_code = (token >= audio_output.first_code_id) & (token < audio_output.stop_id)
-            count = torch.where(token == audio_output.start_id, torch.zeros_like(count), count + is_code.long())
-            inside = (inside | (token == audio_output.start_id)) & (token != audio_output.end_id)
-            done = done | (token == eos_token_id)
-            if bool(done.all()) or step == max_new_tokens - 1:
-                break
-            new_embedding = model.embed_tokens(token[:, None])  # (B, 1, D)
-            next_position = next_position + 1
-            mask = torch.cat([mask, torch.ones(batch, 1, dtype=torch.bool, device=device)], dim=1)
-            if use_cache:
-                result = model(decoder_input=new_embedding, attention_mask=mask, position_ids=next_position[:, None],
-                               past_key_values=result.past_key_values, use_cache=True)
-            else:
-                inputs = torch.cat([inputs, new_embedding], dim=1)
-                positions = torch.cat([positions, next_position[:, None]], dim=1)
-                result = model(decoder_input=inputs, attention_mask=mask, position_ids=positions)
-        return out
-    finally:
-        model.train(was_training)
 
 
 def audio_spans(ids: Sequence[int], audio_output: AudioOutputConfig, eos_token_id: int) -> list[list[int]]:
@@ -514,6 +497,7 @@ __all__ = [
     "TextOnlyModelError",
     "UnclosedAudioSpanError",
     "accuracy_by_task",
+    "AudioSpanConstraint",
     "allowed_tokens",
     "answer_to_waveform",
     "audio_answer",

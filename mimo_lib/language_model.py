@@ -579,6 +579,21 @@ def _choose_tokens(
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
 
 
+class DecodingConstraint:
+    """What each row of a batch may produce next, for :func:`generate`'s ``constraint``.
+
+    ``allowed(vocab)`` returns a ``(B, vocab)`` bool mask (True: may be chosen) for the next step;
+    ``update(token)`` is told the ``(B,)`` tokens chosen, so the next mask can depend on them. A row's
+    mask must allow at least one id below the model's ``vocab_size``.
+    """
+
+    def allowed(self, vocab: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def update(self, token: torch.Tensor) -> None:
+        raise NotImplementedError
+
+
 @torch.no_grad()
 def generate(
     model: GPTLanguageModel,
@@ -592,6 +607,7 @@ def generate(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    constraint: DecodingConstraint | None = None,
 ) -> torch.Tensor:
     """Continue each prompt greedily or by sampling; returns ``(B, max_new_tokens)`` token ids.
 
@@ -615,6 +631,8 @@ def generate(
         generator: the random generator for sampling (same seed -> same tokens).
         use_cache: keep a KV cache and feed one new token per step (fast); False
             recomputes the whole sequence every step (the reference the cache is tested against).
+        constraint: rules on what each row may produce next (a :class:`DecodingConstraint`, e.g.
+            :class:`mimo_lib.audio_output.AudioSpanConstraint`); ids it forbids get ``-inf`` before the choice.
     Returns:
         ``(B, max_new_tokens)`` long. The result always has ``max_new_tokens`` columns:
         generation stops as soon as every row is done, and the remaining columns are
@@ -639,9 +657,14 @@ def generate(
         # prefill: the whole prompt
         result = model(decoder_input=inputs, attention_mask=mask, position_ids=positions, use_cache=use_cache)
         for step in range(max_new_tokens):
-            token = _choose_tokens(result.logits[:, -1], vocab_size, do_sample, temperature, top_k, generator)
+            logits = result.logits[:, -1]  # (B, V)
+            if constraint is not None:  # ids a row may not produce now can never be chosen
+                logits = logits.float().masked_fill(~constraint.allowed(logits.shape[-1]), float("-inf"))
+            token = _choose_tokens(logits, vocab_size, do_sample, temperature, top_k, generator)
             token = torch.where(done, torch.full_like(token, eos_token_id), token)  # (B,) finished rows: eos
             out[:, step] = token
+            if constraint is not None:
+                constraint.update(token)
             done = done | (token == eos_token_id)
             if bool(done.all()) or step == max_new_tokens - 1:
                 break
