@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from mimo_lib.config import LanguageModelConfig, get_preset
 from mimo_lib.constants import IGNORE_INDEX
 from mimo_lib.language_model import (
+    DecodingConstraint,
     GPTLanguageModel,
     LanguageModelOutput,
     apply_rope,
@@ -365,6 +366,36 @@ def test_greedy_generation_is_a_plain_argmax_loop(model: GPTLanguageModel) -> No
         logits = model(input_ids=sequence).logits[:, -1, : model.config.vocab_size]  # default positions 0..S-1
         sequence = torch.cat([sequence, logits.argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(tokens, sequence[:, 5:])
+
+
+class NoRepeat(DecodingConstraint):
+    """A test rule: a row may never produce a token it produced before (and it is told every choice)."""
+
+    def __init__(self, batch: int, vocab: int) -> None:
+        self.used = torch.zeros(batch, vocab, dtype=torch.bool)
+        self.updates = 0
+
+    def allowed(self, vocab: int) -> torch.Tensor:
+        return ~self.used[:, :vocab]
+
+    def update(self, token: torch.Tensor) -> None:
+        self.used[torch.arange(len(token)), token] = True
+        self.updates += 1
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "no-cache"])
+def test_a_constraint_forbids_what_plain_generation_would_choose(model: GPTLanguageModel, use_cache: bool) -> None:
+    _, embeds, mask, positions = left_padded_prompts(model, [3, 6, 5])
+    kwargs = dict(max_new_tokens=12, eos_token_id=0, use_cache=use_cache)  # id 0 never appears: no row stops
+    plain = generate(model, embeds, mask, positions, **kwargs)
+    assert any(len(set(row)) < len(row) for row in plain.tolist())  # unconstrained, some row repeats a token
+    rule = NoRepeat(3, model.config.padded_vocab_size)
+    constrained = generate(model, embeds, mask, positions, constraint=rule, **kwargs)
+    assert rule.updates == 12
+    for row in constrained.tolist():
+        assert len(set(row)) == len(row), row
+    # the first token is chosen before any rule applies: the same as without it
+    assert torch.equal(constrained[:, 0], plain[:, 0])
 
 
 def test_left_padded_generation_equals_each_prompt_alone(model: GPTLanguageModel) -> None:
