@@ -439,10 +439,12 @@ def _toy_vision() -> VisionTowerConfig:
 
 
 def _toy_projector() -> ProjectorConfig:
-    # Temporal compression 8: each video token is one 16x16-pixel cell of the
-    # frame over all 8 frames (16 video tokens instead of 128). With one frame
-    # per token the decoder learned which way a shape moves far more slowly
-    # than with the frames side by side in one token (chapter 4).
+    # Temporal compression 8 (MIMOConfig(), the block layout of chapters 4-7):
+    # each video token is one 16x16-pixel cell of the frame over all 8 frames
+    # (16 video tokens instead of 128). With one frame per token the decoder
+    # learned which way a shape moves far more slowly than with the frames side
+    # by side in one token (chapter 4). The toy preset (_toy) merges only the 4
+    # frames of one half-second chunk instead: 32 video tokens, two per cell.
     return ProjectorConfig(vision_temporal_compression=8)
 
 

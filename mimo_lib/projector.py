@@ -32,22 +32,23 @@ Merging each grid cell's tokens from ``kt`` *consecutive frames* instead
 frames) gives every merged token a short movie of its cell: the first linear
 layer sees where the shape is in each of those frames, so *how it moves*
 becomes a property of single tokens, which a per-token MLP can compute,
-rather than a comparison between tokens 16 positions apart that the decoder
-must learn to make (chapter 7 measures the difference). Video tokens run
-``(frame, cell)``; with ``kt`` frames per group they become::
+rather than a comparison between tokens a frame apart (16 positions in the
+toy tower) that the decoder must learn to make (chapter 7 measures the
+difference). Video tokens run ``(frame, cell)``; with ``kt`` frames per group
+they become::
 
     (B, T * P, D) --> (B, T/kt, P, kt * D)   token (g, p) = concat(x[g*kt, p], ..., x[g*kt + kt - 1, p])
 
 then ``token_compression`` merges consecutive tokens of the result as above.
 
 **Keeping a time axis (chapter 8).** Merging all ``T`` frames of a cell
-(``kt = T``, the toy block layout) leaves the decoder one token per cell and no
-time axis: the whole clip is one instant. The time-interleaved layout
-(``MIMOConfig.av_layout="interleaved"``) merges only the frames of one time
-chunk (``kt`` = frames per chunk, checked by ``MIMOConfig``), so the video
-tokens still run chunk by chunk, and :func:`merged_token_frames` says which
-frame each output token starts at; :mod:`mimo_lib.combine` turns that into
-its time::
+(``kt = T``, the block layout of ``MIMOConfig()``) leaves the decoder one
+token per cell and no time axis: the whole clip is one instant. The
+time-interleaved layout (``MIMOConfig.av_layout="interleaved"``, the toy
+preset) merges only the frames of one time chunk (``kt`` = frames per chunk,
+checked by ``MIMOConfig``), so the video tokens still run chunk by chunk,
+and :func:`merged_token_frames` says which frame each output token starts at;
+:mod:`mimo_lib.combine` turns that into its time::
 
     8 frames, chunks of 2 frames, kt = 2:   tokens (g, p) for g = 0..3  ->  first frames 0, 2, 4, 6
 

@@ -601,7 +601,8 @@ def _frames_per_chunk(data: dict) -> int:
 
 
 def check_frames_fit_projector(vision: dict, projector: dict, config: TrainConfig) -> None:
-    """``--num-frames 4`` on the toy model, whose projector merges 8 frames: say which flag fixes it."""
+    """A frame count the projector's temporal compression does not divide (``--num-frames 6 --av-layout block`` on
+    the toy preset, whose projector merges 4 frames): say which flag fixes it."""
     frames, merged = vision.get("num_frames", 8), projector.get("vision_temporal_compression", 1)
     if frames >= 1 and merged >= 1 and frames % merged:
         raise ConfigError(
