@@ -579,7 +579,14 @@ def build_model_config(config: TrainConfig) -> MIMOConfig:
         if getattr(config, name) is not None:
             data[name] = getattr(config, name)
     if data.get("av_layout") == "interleaved" and config.vision_temporal_compression is None:
-        projector["vision_temporal_compression"] = _frames_per_chunk(data)  # merge frames within a chunk only
+        # merge frames within a chunk only: all of a chunk's frames when a flag changed the chunk's frame count
+        # (or the configuration's value does not fit it); otherwise the --config file's or preset's own value
+        per_chunk = _frames_per_chunk(data)
+        geometry_given = any(
+            getattr(config, name) is not None for name in ("num_frames", "clip_duration_s", "chunk_seconds", "av_layout")
+        )
+        if geometry_given or per_chunk % projector.get("vision_temporal_compression", 1):
+            projector["vision_temporal_compression"] = per_chunk
     if config.max_sequence_length is not None:
         lm["max_sequence_length"] = config.max_sequence_length
     check_frames_fit_projector(vision, projector, config)

@@ -169,6 +169,21 @@ def test_the_interleaved_layout_is_one_flag_and_merges_frames_per_chunk(chunk, m
     assert config.num_video_tokens == 16 * 8 // merged  # 16 cells per merged frame group: a time axis is kept
 
 
+@pytest.mark.parametrize("merged", [1, 2, 4])
+def test_a_config_files_temporal_compression_is_kept_in_the_interleaved_layout(tmp_path, merged):
+    """The frames-per-chunk default applies when a flag changes the chunk; a --config file's own value that fits it stays."""
+    data = get_preset("toy").to_dict()  # interleaved, 4 frames a chunk
+    data["projector"]["vision_temporal_compression"] = merged
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    config = train.resolve(train.parse_args(["--config", str(path)])).model_config
+    assert config.av_layout == "interleaved" and config.projector.vision_temporal_compression == merged
+    assert config.num_video_tokens == 16 * 8 // merged
+    # a flag that changes the frames in a chunk re-derives it: 16 frames, 8 a chunk
+    config = train.resolve(train.parse_args(["--config", str(path), "--num-frames", "16"])).model_config
+    assert config.projector.vision_temporal_compression == 8
+
+
 def test_a_save_path_that_is_a_file_or_a_bad_config_file_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(train, "run_training", lambda run: pytest.fail("training started"))
     a_file = tmp_path / "notes.txt"
