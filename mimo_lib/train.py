@@ -580,12 +580,13 @@ def build_model_config(config: TrainConfig) -> MIMOConfig:
             data[name] = getattr(config, name)
     if data.get("av_layout") == "interleaved" and config.vision_temporal_compression is None:
         # merge frames within a chunk only: all of a chunk's frames when a flag changed the chunk's frame count
-        # (or the configuration's value does not fit it); otherwise the --config file's or preset's own value
-        per_chunk = _frames_per_chunk(data)
+        # (or the configuration has no value, or one that does not fit it); else the --config file's or preset's own
+        per_chunk, own = _frames_per_chunk(data), projector.get("vision_temporal_compression")
         geometry_given = any(
             getattr(config, name) is not None for name in ("num_frames", "clip_duration_s", "chunk_seconds", "av_layout")
         )
-        if geometry_given or per_chunk % projector.get("vision_temporal_compression", 1):
+        fits = not isinstance(own, int) or own < 1 or per_chunk % own == 0  # a bad value: MIMOConfig says so below
+        if geometry_given or own is None or not fits:
             projector["vision_temporal_compression"] = per_chunk
     if config.max_sequence_length is not None:
         lm["max_sequence_length"] = config.max_sequence_length
