@@ -585,8 +585,8 @@ def build_model_config(config: TrainConfig) -> MIMOConfig:
         geometry_given = any(
             getattr(config, name) is not None for name in ("num_frames", "clip_duration_s", "chunk_seconds", "av_layout")
         )
-        fits = not isinstance(own, int) or own < 1 or per_chunk % own == 0  # a bad value: MIMOConfig says so below
-        if geometry_given or own is None or not fits:
+        misfit = isinstance(own, int) and own >= 1 and per_chunk % own != 0  # (a value below 1: MIMOConfig's error)
+        if geometry_given or own is None or misfit:
             projector["vision_temporal_compression"] = per_chunk
     if config.max_sequence_length is not None:
         lm["max_sequence_length"] = config.max_sequence_length
