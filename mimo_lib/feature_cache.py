@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 
 from mimo_lib.data.dataset import Batch, collate_av_batch
 
+RENDER_GROUP = 8  # chunks rendered together by the worker processes: 512 toy clips, about 80 MB of media
 TEXT_KEYS = ("id", "question_type", "conversations", "input_ids", "labels")  # what a sample keeps besides media
 
 
@@ -61,10 +62,15 @@ class TowerFeatureCache:
     def __len__(self) -> int:
         return len(self.text)
 
+    def _indices(self, chunk: int) -> range:
+        return range(chunk * self.chunk_size, min((chunk + 1) * self.chunk_size, len(self)))
+
     @torch.no_grad()
-    def _encode_chunk(self, chunk: int) -> None:
-        indices = range(chunk * self.chunk_size, min((chunk + 1) * self.chunk_size, len(self)))
-        samples = [self.dataset[i] for i in indices]
+    def _encode_chunk(self, chunk: int, samples: list[dict] | None = None) -> None:
+        """Run the towers on one chunk's samples (rendered here unless given)."""
+        indices = self._indices(chunk)
+        if samples is None:
+            samples = [self.dataset[i] for i in indices]
         media = collate_av_batch(samples, self.pad_id)
         towers = {  # modality -> (its tower, the batch's (B, ...) media, which samples have it)
             "video": (self.model.vision_tower, media.video, media.has_video),
@@ -84,13 +90,30 @@ class TowerFeatureCache:
             self.text[i] = {k: sample[k] for k in TEXT_KEYS if k in sample}
         self.done[chunk] = True
 
-    def fill(self, progress: bool = True) -> None:
-        """Encode every chunk not encoded yet (with a progress bar): the first epoch's cost, paid up front."""
+    def fill(self, progress: bool = True, processes: int | None = None) -> None:
+        """Encode every chunk not encoded yet (with a progress bar): the first epoch's cost, paid up front.
+
+        The samples of :data:`RENDER_GROUP` chunks at a time are rendered by ``processes`` worker processes
+        (default: :func:`mimo_lib.threads.choose_render_processes`, one a core), then the towers run on them
+        here, with torch's threads: the two never share the cores. The features are the same with any
+        number of processes (each sample is a pure function of its index).
+        """
         from tqdm.auto import tqdm
 
+        from mimo_lib.threads import map_in_processes
+
         todo = torch.nonzero(~self.done, as_tuple=True)[0].tolist()
-        for chunk in tqdm(todo, desc="tower features", unit="chunk", disable=not progress or not todo, dynamic_ncols=True):
-            self._encode_chunk(chunk)
+        bar = tqdm(total=len(todo), desc="tower features", unit="chunk", disable=not progress or not todo, dynamic_ncols=True)
+        with bar, map_in_processes(self.dataset.__getitem__, processes) as pool:
+            for start in range(0, len(todo), RENDER_GROUP):
+                group = todo[start : start + RENDER_GROUP]
+                samples = pool.map([i for chunk in group for i in self._indices(chunk)])
+                offset = 0
+                for chunk in group:
+                    size = len(self._indices(chunk))
+                    self._encode_chunk(chunk, samples[offset : offset + size])
+                    offset += size
+                    bar.update(1)
 
     def batch(self, indices: Sequence[int]) -> Batch:
         """A :class:`Batch` of ``indices``: the collated text, ``has_video`` / ``has_audio``, and

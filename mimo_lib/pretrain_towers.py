@@ -32,6 +32,7 @@ import math
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ from mimo_lib.data.synthetic import (
 )
 from mimo_lib.optim import WarmupCosineSchedule
 from mimo_lib.recipes import TowerRecipe, get_recipe
-from mimo_lib.threads import THREADS_HELP, apply_thread_policy, check_threads_flag
+from mimo_lib.threads import THREADS_HELP, apply_thread_policy, check_threads_flag, map_in_processes
 from mimo_lib.tokenizer import Tokenizer
 from mimo_lib.towers import (  # noqa: F401  (load_tower_weights, shipped_checkpoint: moved there, still importable here)
     PRETRAINED_DIR,
@@ -258,18 +259,31 @@ def caption_index_of(modality: str, event) -> int:
     return captions.index(audio_caption(event.instrument, event.pitch))
 
 
+def pretraining_clip(modality: str, seed: int, synthetic: SyntheticConfig, index: int) -> tuple[torch.Tensor, int]:
+    """Clip ``index`` of a pretraining set: its media (only the sense being trained) and its caption's index."""
+    rng = np.random.default_rng([seed, index])
+    events = random_events(rng, synthetic, two_events=False)
+    render = render_video if modality == "vision" else render_audio
+    return render(events, synthetic, rng), caption_index_of(modality, events[0])
+
+
 def make_pretraining_set(
-    modality: str, num_clips: int, seed: int, synthetic: SyntheticConfig, progress: bool = False
+    modality: str, num_clips: int, seed: int, synthetic: SyntheticConfig, progress: bool = False,
+    processes: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Render ``num_clips`` one-event clips: (media, caption index). Media: video uint8 or audio float."""
-    media, targets = [], []
-    render = render_video if modality == "vision" else render_audio  # only the sense being trained
-    for i in tqdm(range(num_clips), desc=f"rendering {modality} clips", disable=not progress, leave=False):
-        rng = np.random.default_rng([seed, i])
-        events = random_events(rng, synthetic, two_events=False)
-        media.append(render(events, synthetic, rng))
-        targets.append(caption_index_of(modality, events[0]))
-    return torch.stack(media), torch.tensor(targets)
+    """Render ``num_clips`` one-event clips: (media, caption index). Media: video uint8 or audio float.
+
+    The clips are rendered by ``processes`` worker processes (:func:`mimo_lib.threads.map_in_processes`;
+    the same clips with any number).
+    """
+    clips = []
+    group = 256  # clips a progress-bar tick
+    bar = tqdm(total=num_clips, desc=f"rendering {modality} clips", disable=not progress, leave=False)
+    with bar, map_in_processes(partial(pretraining_clip, modality, seed, synthetic), processes) as pool:
+        for start in range(0, num_clips, group):
+            clips += pool.map(range(start, min(start + group, num_clips)))
+            bar.update(min(group, num_clips - start))
+    return torch.stack([media for media, _ in clips]), torch.tensor([target for _, target in clips])
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -18,6 +18,11 @@ JupyterLab, and torch's 2 OpenMP threads then spin waiting for each other —
 measured while other work shared the 2 cores (issue 12), chapter 6 took 78 s
 with 2 threads and 20 s with 1, and 24 tokens of KV-cache generation 2,282 ms
 against 68 ms.
+
+Rendering synthetic clips is numpy on one core, so :func:`map_in_processes` renders them in
+worker processes (one a core, or ``MIMO_RENDER_PROCESSES``) while the caller waits: the feature
+cache of ``mimo_lib.train`` and the tower pretraining sets use it. The workers never run beside
+torch's threads, so the policy above still holds.
 """
 
 from __future__ import annotations
@@ -116,3 +121,131 @@ def describe_thread_policy() -> str:
         f"policy chooses {chosen} ({choice.reason}); torch uses {torch.get_num_threads()} now; "
         f"override with {ENV_VAR}=N"
     )
+
+
+# --------------------------------------------------------------------------- #
+# Rendering in worker processes
+# --------------------------------------------------------------------------- #
+
+PROCESSES_ENV_VAR = "MIMO_RENDER_PROCESSES"
+MAX_RENDER_PROCESSES = 8  # past this, pickling the clips back costs more than the rendering saves
+
+
+def choose_render_processes(processes: int | None = None, *, environ: Mapping[str, str] | None = None) -> int:
+    """How many processes render synthetic clips: ``processes``, else ``MIMO_RENDER_PROCESSES``, else one a core.
+
+    Rendering is numpy on one core, so a 2-core machine renders twice as fast with two processes. They run
+    only while the caller waits for them (:func:`map_in_processes`), never beside torch's threads, so they
+    cannot make those collapse. 1 renders in this process; so does a platform without ``fork``.
+    """
+    import multiprocessing
+
+    environ = os.environ if environ is None else environ
+    if processes is None:
+        text = environ.get(PROCESSES_ENV_VAR, "").strip()
+        if text:
+            try:
+                processes = int(text)
+            except ValueError:
+                raise ValueError(f"{PROCESSES_ENV_VAR}={text!r} is not a whole number of processes") from None
+        else:
+            processes = min(usable_cores(), MAX_RENDER_PROCESSES)
+    if processes < 1:
+        raise ValueError(f"need at least 1 rendering process (got {processes})")
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return processes
+
+
+_WORK = None  # the function the forked workers call: set just before they fork, so it is never pickled
+
+
+def _work_in_child(item):
+    return _to_numpy(_WORK(item))
+
+
+def _child_threads() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # a worker is one core's worth of work, as a DataLoader worker is
+
+
+def _to_numpy(value):
+    """``value`` with every tensor made a numpy array, to travel back by pickle (not by shared-memory handles)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return _Array(value.numpy())
+    if isinstance(value, dict):
+        return {k: _to_numpy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (torch.Tensor, dict, list, tuple)) for v in value):
+        return type(value)(_to_numpy(v) for v in value)
+    return value
+
+
+def _to_torch(value):
+    import torch
+
+    if isinstance(value, _Array):
+        return torch.from_numpy(value.array)
+    if isinstance(value, dict):
+        return {k: _to_torch(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (_Array, dict, list, tuple)) for v in value):
+        return type(value)(_to_torch(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class _Array:
+    """A tensor on its way back from a worker (a wrapper, so that a numpy array the function returned stays one)."""
+
+    array: object
+
+
+class ProcessMap:
+    """``pool.map(items)``: ``[function(item) for item in items]``, in order, computed by forked workers.
+
+    Use as a context manager (:func:`map_in_processes`); with one process it calls ``function`` here.
+    ``function`` must be pure (the clips of a seed), which is what makes the result the same with any
+    number of processes.
+    """
+
+    def __init__(self, function, processes: int) -> None:
+        self.function = function
+        self.processes = processes
+        self._pool = None
+
+    def __enter__(self) -> ProcessMap:
+        global _WORK
+        if self.processes > 1:
+            import multiprocessing
+
+            _WORK = self.function
+            self._pool = multiprocessing.get_context("fork").Pool(self.processes, initializer=_child_threads)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _WORK
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+        _WORK = None
+
+    def map(self, items) -> list:
+        items = list(items)
+        if self._pool is None or len(items) < 2:
+            return [self.function(item) for item in items]
+        chunk = max(1, len(items) // (4 * self.processes))
+        return [_to_torch(r) for r in self._pool.map(_work_in_child, items, chunksize=chunk)]
+
+
+def map_in_processes(function, processes: int | None = None) -> ProcessMap:
+    """A :class:`ProcessMap` of ``function`` over :func:`choose_render_processes` processes.
+
+    ::
+
+        with map_in_processes(dataset.__getitem__) as pool:
+            samples = pool.map(range(64))   # == [dataset[i] for i in range(64)], two cores at work
+    """
+    return ProcessMap(function, choose_render_processes(processes))

@@ -54,6 +54,21 @@ def test_chunks_are_encoded_lazily_and_only_once(setup):
     assert torch.equal(cache.features["video"][5], first)
 
 
+def test_rendering_in_worker_processes_gives_the_same_cache(setup):
+    model, dataset, tokenizer = setup
+    here = TowerFeatureCache(model, dataset, tokenizer.pad_id, chunk_size=3)
+    here.fill(progress=False, processes=1)
+    forked = TowerFeatureCache(model, dataset, tokenizer.pad_id, chunk_size=3)
+    forked.batch([4])  # one chunk encoded lazily first: fill must render only the others, in their places
+    forked.fill(progress=False, processes=2)
+    assert forked.done.all()
+    for modality in ("video", "audio"):
+        assert torch.equal(forked.features[modality], here.features[modality])
+        assert torch.equal(forked.has[modality], here.has[modality])
+    for mine, theirs in zip(forked.text, here.text):
+        assert mine["id"] == theirs["id"] and torch.equal(mine["input_ids"], theirs["input_ids"])
+
+
 def test_training_loss_is_the_same_with_and_without_the_cache(setup):
     model, dataset, tokenizer = setup
     cache = TowerFeatureCache(model, dataset, tokenizer.pad_id)

@@ -141,6 +141,15 @@ def test_a_short_pretraining_run_learns_and_round_trips(tmp_path):
     torch.testing.assert_close(again.clip_embeddings(media[:4]), model.clip_embeddings(media[:4]))
 
 
+@pytest.mark.parametrize("modality", ["vision", "audio"])
+def test_a_pretraining_set_is_the_same_rendered_in_worker_processes(modality):
+    here = make_pretraining_set(modality, 20, 3, SyntheticConfig(), processes=1)
+    forked = make_pretraining_set(modality, 20, 3, SyntheticConfig(), processes=2)
+    assert here[0].dtype == (torch.uint8 if modality == "vision" else torch.float32)
+    assert torch.equal(forked[0], here[0]) and torch.equal(forked[1], here[1])
+    assert len(set(here[1].tolist())) > 1  # different clips, not one repeated
+
+
 def test_pretraining_follows_the_shared_warmup_cosine_schedule(monkeypatch):
     seen = []
     original_step = torch.optim.AdamW.step

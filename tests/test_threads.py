@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -104,3 +106,42 @@ def _exit_status(main, argv) -> int:
         return main(argv)
     except SystemExit as stopped:
         return stopped.code
+
+
+def test_render_processes_follow_the_argument_then_the_environment():
+    from mimo_lib.threads import PROCESSES_ENV_VAR, choose_render_processes
+
+    assert choose_render_processes(3, environ={PROCESSES_ENV_VAR: "1"}) == 3
+    assert choose_render_processes(environ={PROCESSES_ENV_VAR: "1"}) == 1
+    assert choose_render_processes(environ={PROCESSES_ENV_VAR: " 2 "}) == 2
+    assert choose_render_processes(environ={}) >= 1
+    with pytest.raises(ValueError, match="whole number"):
+        choose_render_processes(environ={PROCESSES_ENV_VAR: "two"})
+    with pytest.raises(ValueError, match="at least 1"):
+        choose_render_processes(0)
+
+
+def _clip_and_label(i):
+    return {"clip": torch.full((2, 3), float(i)), "label": f"clip {i}", "pair": (torch.arange(i + 1), i)}
+
+
+def _process_id(_):
+    return os.getpid()
+
+
+def test_a_process_map_returns_what_the_function_returns_in_order():
+    from mimo_lib.threads import map_in_processes
+
+    items = list(range(9))
+    with map_in_processes(_clip_and_label, 2) as pool:
+        forked = pool.map(items)
+    here = [_clip_and_label(i) for i in items]
+    assert [r["label"] for r in forked] == [r["label"] for r in here]
+    for mine, theirs in zip(forked, here):
+        assert isinstance(mine["clip"], torch.Tensor) and torch.equal(mine["clip"], theirs["clip"])
+        assert isinstance(mine["pair"], tuple) and torch.equal(mine["pair"][0], theirs["pair"][0])
+    with map_in_processes(_process_id, 2) as pool:
+        workers = set(pool.map(range(8)))
+    assert os.getpid() not in workers and len(workers) >= 1  # the work was done in other processes
+    with map_in_processes(_process_id, 1) as pool:
+        assert set(pool.map(range(3))) == {os.getpid()}  # one process: here
