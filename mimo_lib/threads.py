@@ -101,11 +101,12 @@ THREADS_HELP = f"torch CPU threads (default: mimo_lib.threads' policy: {ENV_VAR}
 
 
 def check_threads_flag(num_threads: int | None) -> str | None:
-    """What is wrong with a command line's ``--threads`` or with ``MIMO_NUM_THREADS`` (None if nothing)."""
+    """What is wrong with a command line's ``--threads``, ``MIMO_NUM_THREADS`` or ``MIMO_RENDER_PROCESSES`` (None if nothing)."""
     if num_threads is not None and num_threads < 1:
         return f"--threads must be at least 1 (got {num_threads})"
     try:
         choose_threads(num_threads)
+        choose_render_processes()
     except ValueError as error:
         return str(error)
     return None
@@ -141,8 +142,10 @@ def choose_render_processes(processes: int | None = None, *, environ: Mapping[st
     import multiprocessing
 
     environ = os.environ if environ is None else environ
+    from_environment = False
     if processes is None:
         text = environ.get(PROCESSES_ENV_VAR, "").strip()
+        from_environment = bool(text)
         if text:
             try:
                 processes = int(text)
@@ -151,7 +154,8 @@ def choose_render_processes(processes: int | None = None, *, environ: Mapping[st
         else:
             processes = min(usable_cores(), MAX_RENDER_PROCESSES)
     if processes < 1:
-        raise ValueError(f"need at least 1 rendering process (got {processes})")
+        where = f"{PROCESSES_ENV_VAR}={processes}" if from_environment else f"processes={processes}"
+        raise ValueError(f"{where}: need at least 1 rendering process")
     if "fork" not in multiprocessing.get_all_start_methods():
         return 1
     return processes

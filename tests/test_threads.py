@@ -119,6 +119,19 @@ def test_render_processes_follow_the_argument_then_the_environment():
         choose_render_processes(environ={PROCESSES_ENV_VAR: "two"})
     with pytest.raises(ValueError, match="at least 1"):
         choose_render_processes(0)
+    with pytest.raises(ValueError, match=f"{PROCESSES_ENV_VAR}=0: need at least 1"):
+        choose_render_processes(environ={PROCESSES_ENV_VAR: "0"})
+
+
+def test_a_bad_render_processes_variable_is_one_line_before_work(monkeypatch, capsys):
+    from mimo_lib.threads import PROCESSES_ENV_VAR
+
+    monkeypatch.setenv(PROCESSES_ENV_VAR, "many")
+    assert check_threads_flag(None) == f"{PROCESSES_ENV_VAR}='many' is not a whole number of processes"
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--load", "nowhere"])
+    assert exit_info.value.code == 2
+    assert f"{PROCESSES_ENV_VAR}='many'" in capsys.readouterr().err
 
 
 def _clip_and_label(i):
