@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     seconds: dict[str, float] = {}
 
     recipe = get_recipe(PRESET)
-    eval_interval = args.eval_interval or max(1, recipe.instruct.train_iters // 3)
+    # three evaluations, the last at the last step (a third rounded down would add a fourth one step before it)
+    eval_interval = args.eval_interval or max(1, -(-recipe.instruct.train_iters // 3))
     threads = stage_environment()["MIMO_NUM_THREADS"]
     load_before = load_average()
     print(f"load average before: {load_before} on {os.cpu_count()} cores")
