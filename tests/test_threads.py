@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import pytest
@@ -109,14 +108,14 @@ def _exit_status(main, argv) -> int:
         return stopped.code
 
 
-def test_render_processes_follow_the_argument_then_the_environment():
+def test_render_processes_follow_the_argument_then_the_environment(restore_threads):
     from mimo_lib.threads import PROCESSES_ENV_VAR, choose_render_processes
 
     assert choose_render_processes(3, environ={PROCESSES_ENV_VAR: "1"}) == 3
     assert choose_render_processes(environ={PROCESSES_ENV_VAR: "1"}) == 1
     assert choose_render_processes(environ={PROCESSES_ENV_VAR: " 2 "}) == 2
-    with restore_threads_for(3):
-        assert choose_render_processes(environ={}) == 3  # as many as torch has threads
+    torch.set_num_threads(3)  # put back by the restore_threads fixture
+    assert choose_render_processes(environ={}) == 3  # as many as torch has threads
     with pytest.raises(ValueError, match="whole number"):
         choose_render_processes(environ={PROCESSES_ENV_VAR: "two"})
     with pytest.raises(ValueError, match="at least 1"):
@@ -134,16 +133,6 @@ def test_a_bad_render_processes_variable_is_one_line_before_work(monkeypatch, ca
         evaluate.main(["--load", "nowhere"])
     assert exit_info.value.code == 2
     assert f"{PROCESSES_ENV_VAR}='many'" in capsys.readouterr().err
-
-
-@contextlib.contextmanager
-def restore_threads_for(n):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _clip_and_label(i):
