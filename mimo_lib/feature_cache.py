@@ -94,8 +94,8 @@ class TowerFeatureCache:
         """Encode every chunk not encoded yet (with a progress bar): the first epoch's cost, paid up front.
 
         The samples of :data:`RENDER_GROUP` chunks at a time are rendered by ``processes`` worker processes
-        (default: :func:`mimo_lib.threads.choose_render_processes`: as many as torch has threads), then the towers run on them
-        here, with torch's threads: the two never share the cores. The features are the same with any
+        (default: :func:`mimo_lib.threads.choose_render_processes`: as many as torch has threads), then the
+        towers run on them here, with torch's threads: the two never share the cores. The features are the same with any
         number of processes (each sample is a pure function of its index).
         """
         from tqdm.auto import tqdm

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 
 import pytest
@@ -135,8 +136,12 @@ def test_a_bad_render_processes_variable_is_one_line_before_work(monkeypatch, ca
     assert f"{PROCESSES_ENV_VAR}='many'" in capsys.readouterr().err
 
 
+Point = collections.namedtuple("Point", "x y")
+
+
 def _clip_and_label(i):
-    return {"clip": torch.full((2, 3), float(i)), "label": f"clip {i}", "pair": (torch.arange(i + 1), i)}
+    return {"clip": torch.full((2, 3), float(i)), "label": f"clip {i}", "pair": (torch.arange(i + 1), i),
+            "where": (Point(i, [i]), Point(0, 1))}
 
 
 def _process_id(_):
@@ -154,6 +159,7 @@ def test_a_process_map_returns_what_the_function_returns_in_order():
     for mine, theirs in zip(forked, here):
         assert isinstance(mine["clip"], torch.Tensor) and torch.equal(mine["clip"], theirs["clip"])
         assert isinstance(mine["pair"], tuple) and torch.equal(mine["pair"][0], theirs["pair"][0])
+        assert mine["where"] == theirs["where"] and isinstance(mine["where"][0], Point)  # named tuples come back whole
     with map_in_processes(_process_id, 2) as pool:
         workers = set(pool.map(range(8)))
     assert os.getpid() not in workers and len(workers) >= 1  # the work was done in other processes
