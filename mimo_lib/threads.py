@@ -136,8 +136,9 @@ def choose_render_processes(processes: int | None = None, *, environ: Mapping[st
     """How many processes render synthetic clips: ``processes``, else ``MIMO_RENDER_PROCESSES``, else as many
     as torch has threads (the thread policy's choice: 1 on a 2-core laptop, every core in ``benchmarks/recipe.py``).
 
-    Rendering is numpy on one core; with two processes a 2-core machine rendered 512 training clips in 1.6 s
-    instead of 2.7 s. They run only while the caller waits for them (:func:`map_in_processes`), never beside
+    Rendering is numpy on one core; on the 2-core reference machine two processes rendered 512 instruct clips
+    in 1.8 s instead of 2.9 s, and made their whole feature cache in 7.7 s instead of 9.2 s
+    (``benchmarks/render_processes.py``, ``benchmarks/results/render_processes.json``). They run only while the caller waits for them (:func:`map_in_processes`), never beside
     torch's threads, so they cannot make those collapse. 1 renders in this process; so does a platform
     without ``fork``.
     """
