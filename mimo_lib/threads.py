@@ -106,7 +106,7 @@ def check_threads_flag(num_threads: int | None) -> str | None:
         return f"--threads must be at least 1 (got {num_threads})"
     try:
         choose_threads(num_threads)
-        choose_render_processes()
+        render_processes_setting()  # the variable alone: the default would import torch
     except ValueError as error:
         return str(error)
     return None
@@ -138,32 +138,38 @@ def choose_render_processes(processes: int | None = None, *, environ: Mapping[st
 
     Rendering is numpy on one core; on the 2-core reference machine two processes rendered 512 instruct clips
     in 1.8 s instead of 2.9 s, and made their whole feature cache in 7.7 s instead of 9.2 s
-    (``benchmarks/render_processes.py``, ``benchmarks/results/render_processes.json``). They run only while the caller waits for them (:func:`map_in_processes`), never beside
-    torch's threads, so they cannot make those collapse. 1 renders in this process; so does a platform
+    (``benchmarks/render_processes.py``, ``benchmarks/results/render_processes.json``). They run only
+    while the caller waits for them (:func:`map_in_processes`), never beside torch's threads, so they
+    cannot make those collapse. 1 renders in this process; so does a platform
     without ``fork``.
     """
     import multiprocessing
 
-    environ = os.environ if environ is None else environ
-    from_environment = False
     if processes is None:
-        text = environ.get(PROCESSES_ENV_VAR, "").strip()
-        from_environment = bool(text)
-        if text:
-            try:
-                processes = int(text)
-            except ValueError:
-                raise ValueError(f"{PROCESSES_ENV_VAR}={text!r} is not a whole number of processes") from None
-        else:
-            import torch
+        processes = render_processes_setting(environ)
+    if processes is None:
+        import torch
 
-            processes = max(1, min(torch.get_num_threads(), MAX_RENDER_PROCESSES))
+        processes = max(1, min(torch.get_num_threads(), MAX_RENDER_PROCESSES))
     if processes < 1:
-        where = f"{PROCESSES_ENV_VAR}={processes}" if from_environment else f"processes={processes}"
-        raise ValueError(f"{where}: need at least 1 rendering process")
+        raise ValueError(f"processes={processes}: need at least 1 rendering process")
     if "fork" not in multiprocessing.get_all_start_methods():
         return 1
     return processes
+
+
+def render_processes_setting(environ: Mapping[str, str] | None = None) -> int | None:
+    """``MIMO_RENDER_PROCESSES`` as a number (None if unset); anything but a whole number of at least 1 is a ValueError."""
+    text = (os.environ if environ is None else environ).get(PROCESSES_ENV_VAR, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{PROCESSES_ENV_VAR}={text!r} is not a whole number of processes") from None
+    if value < 1:
+        raise ValueError(f"{PROCESSES_ENV_VAR}={value}: need at least 1 rendering process")
+    return value
 
 
 _WORK = None  # the function the forked workers call: set just before they fork, so it is never pickled
