@@ -53,6 +53,20 @@ class ThreadChoice:
     reason: str
 
 
+def count_from_environment(environ: Mapping[str, str], name: str, unit: str, units: str) -> int | None:
+    """The whole number of at least 1 in ``environ[name]``, None if unset; anything else is a one-line ValueError."""
+    text = environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a whole number of {units}") from None
+    if value < 1:
+        raise ValueError(f"{name}={text!r}: need at least 1 {unit}")
+    return value
+
+
 def choose_threads(
     num_threads: int | None = None,
     *,
@@ -66,14 +80,8 @@ def choose_threads(
         if int(num_threads) < 1:
             raise ValueError(f"num_threads must be at least 1, got {num_threads}")
         return ThreadChoice(int(num_threads), "asked for by the caller")
-    text = environ.get(ENV_VAR, "").strip()
-    if text:
-        try:
-            value = int(text)
-        except ValueError:
-            raise ValueError(f"{ENV_VAR}={text!r} is not a whole number of threads") from None
-        if value < 1:
-            raise ValueError(f"{ENV_VAR}={text!r}: need at least 1 thread")
+    value = count_from_environment(environ, ENV_VAR, "thread", "threads")
+    if value is not None:
         return ThreadChoice(value, f"set by {ENV_VAR}")
     if environ.get("OMP_NUM_THREADS", "").strip():
         return ThreadChoice(None, "OMP_NUM_THREADS is set, torch's start-up choice is kept")
@@ -160,16 +168,8 @@ def choose_render_processes(processes: int | None = None, *, environ: Mapping[st
 
 def render_processes_setting(environ: Mapping[str, str] | None = None) -> int | None:
     """``MIMO_RENDER_PROCESSES`` as a number (None if unset); anything but a whole number of at least 1 is a ValueError."""
-    text = (os.environ if environ is None else environ).get(PROCESSES_ENV_VAR, "").strip()
-    if not text:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{PROCESSES_ENV_VAR}={text!r} is not a whole number of processes") from None
-    if value < 1:
-        raise ValueError(f"{PROCESSES_ENV_VAR}={value}: need at least 1 rendering process")
-    return value
+    return count_from_environment(os.environ if environ is None else environ, PROCESSES_ENV_VAR, "rendering process",
+                                  "processes")
 
 
 _WORK = None  # the function the forked workers call: set just before they fork, so it is never pickled

@@ -121,7 +121,7 @@ def test_render_processes_follow_the_argument_then_the_environment(restore_threa
         choose_render_processes(environ={PROCESSES_ENV_VAR: "two"})
     with pytest.raises(ValueError, match="at least 1"):
         choose_render_processes(0)
-    with pytest.raises(ValueError, match=f"{PROCESSES_ENV_VAR}=0: need at least 1"):
+    with pytest.raises(ValueError, match=f"{PROCESSES_ENV_VAR}='0': need at least 1 rendering process"):
         choose_render_processes(environ={PROCESSES_ENV_VAR: "0"})
 
 
