@@ -21,8 +21,8 @@ against 68 ms.
 
 Rendering synthetic clips is numpy on one core, so :func:`map_in_processes` renders them in
 worker processes (as many as torch has threads, or ``MIMO_RENDER_PROCESSES``) while the caller
-waits: the feature cache of ``mimo_lib.train`` and the tower pretraining sets use it. The workers never run beside
-torch's threads, so the policy above still holds.
+waits: the feature cache of ``mimo_lib.train`` and the tower pretraining sets use it. The workers
+never run beside torch's threads, so the policy above still holds.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def _to_numpy(value):
         return _Array(value.numpy())
     if isinstance(value, dict):
         return {k: _to_numpy(v) for k, v in value.items()}
-    if type(value) in (list, tuple) and any(isinstance(v, (torch.Tensor, dict, list, tuple)) for v in value):  # not named tuples
+    if type(value) in (list, tuple):  # plain ones only: a named tuple is returned whole
         return type(value)(_to_numpy(v) for v in value)
     return value
 
@@ -205,7 +205,7 @@ def _to_torch(value):
         return torch.from_numpy(value.array)
     if isinstance(value, dict):
         return {k: _to_torch(v) for k, v in value.items()}
-    if type(value) in (list, tuple) and any(isinstance(v, (_Array, dict, list, tuple)) for v in value):
+    if type(value) in (list, tuple):
         return type(value)(_to_torch(v) for v in value)
     return value
 
