@@ -48,51 +48,23 @@ from mimo_lib.towers import hf_checkpoint_folder, import_transformers, sinusoids
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-#: Frames the ViT runs at once (more are split into groups of this many and the results stacked). On a
-#: 2-core CPU a group of 64 (eight 8-frame clips) encodes a batch of clips in about half the time of one
-#: pass, whose large activations cost more to allocate and fit no cache: benchmarks/vision_tower_speed.py.
+#: Frames the ViT encodes at once without gradients (more are split into groups of this many and the
+#: results stacked). On a 2-core CPU groups of 64 (eight 8-frame clips) encode a batch of clips in about
+#: 40% less time than one pass, whose large activations cost more to allocate and fit no cache:
+#: benchmarks/vision_tower_speed.py.
 FRAMES_PER_PASS = 64
 
 #: Standard deviation of the normal initialisation of every weight matrix and embedding (as CLIP and GPT-2).
 INIT_STD = 0.02
 
 
-QUICK_GELU_SLOPE = 1.702  # CLIP's constant: sigmoid(1.702 x) is close to the normal CDF Phi(x)
-
-
-class _QuickGELU(torch.autograd.Function):
-    """``x * sigmoid(a x)`` with a hand-written backward (``a = 1.702``).
-
-    The derivative is ``s (1 + a x (1 - s))`` with ``s = sigmoid(a x)``. Autograd on the
-    one-line formula makes five passes backwards over the ``(frames, tokens, ffn)`` tensor;
-    this makes three (two ``addcmul`` and a ``mul_``), and on a CPU such passes are bound by
-    memory, not arithmetic: ``benchmarks/vision_tower_speed.py`` measures the difference.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        s = torch.mul(x, QUICK_GELU_SLOPE).sigmoid_()  # sigmoid(a x)
-        ctx.save_for_backward(x, s)
-        return x * s
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        x, s = ctx.saved_tensors
-        x_not_s = torch.addcmul(x, x, s, value=-1)  # x (1 - s)
-        return torch.addcmul(s, s, x_not_s, value=QUICK_GELU_SLOPE).mul_(grad)  # grad * s (1 + a x (1 - s))
-
-
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
     """CLIP's activation: ``x * sigmoid(1.702 x)``, a cheap approximation of GELU.
 
     We use it (not exact GELU) so that our blocks compute the same function as
-    OpenAI's CLIP and the weights of a real checkpoint could be copied in. The
-    forward is exactly that formula; the backward is written out by hand
-    (:class:`_QuickGELU`) because it is a fifth of a vision pretraining step.
+    OpenAI's CLIP and the weights of a real checkpoint could be copied in.
     """
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _QuickGELU.apply(x)
-    return x * torch.sigmoid(QUICK_GELU_SLOPE * x)
+    return x * torch.sigmoid(1.702 * x)
 
 
 # --------------------------------------------------------------------------- #
@@ -346,8 +318,7 @@ class VisionTower(nn.Module):
 
     def embed(self, frames: torch.Tensor) -> torch.Tensor:
         """Normalised frames ``(N, 3, H, W)`` -> hidden state 0, ``(N, 1 + patches, D)``."""
-        # channels-last pixels: oneDNN's convolutions (the conv stem) run about a third faster that way on a CPU
-        x = self.patch_embedding(frames.contiguous(memory_format=torch.channels_last))  # (N, D, grid, grid)
+        x = self.patch_embedding(frames)  # (N, D, grid, grid)
         x = x.flatten(2).transpose(1, 2)  # (N, grid*grid, D), patches row by row
         cls = self.class_embedding.expand(x.shape[0], 1, -1)  # (N, 1, D)
         x = torch.cat([cls, x], dim=1) + self.position_embedding  # (N, 1+grid*grid, D)
@@ -360,13 +331,16 @@ class VisionTower(nn.Module):
     def _hidden_states(self, frames: torch.Tensor, num_blocks: int, every: bool = True) -> list[torch.Tensor]:
         """Normalised frames ``(N, 3, H, W)`` -> hidden states 0..``num_blocks`` (``every``) or only the last.
 
-        Each state is ``(N, 1 + patches, D)``. Frames are independent images, so they go through in groups of
-        :data:`FRAMES_PER_PASS` and each state is the groups' results stacked: the same numbers as one pass
-        over all ``N`` frames, in less time on a CPU (``benchmarks/vision_tower_speed.py``).
+        Each state is ``(N, 1 + patches, D)``. Frames are independent images, so when no gradient is recorded
+        (encoding clips: the feature cache, evaluation, generation) they go through in groups of
+        :data:`FRAMES_PER_PASS` and each state is the groups' results stacked: the same numbers as one pass.
+        Training runs one pass: groups would round the weight gradients' sums differently, and the recipe
+        would no longer remake the committed towers bit for bit (``benchmarks/vision_tower_speed.py``).
         """
+        group = FRAMES_PER_PASS if not torch.is_grad_enabled() else max(frames.shape[0], 1)
         groups = []
-        for start in range(0, frames.shape[0], FRAMES_PER_PASS):
-            x = self.embed(frames[start : start + FRAMES_PER_PASS])  # (n, 1 + patches, D), n <= FRAMES_PER_PASS
+        for start in range(0, frames.shape[0], group):
+            x = self.embed(frames[start : start + group])  # (n, 1 + patches, D), n <= group
             states = [x]
             for block in self.blocks[:num_blocks]:
                 x = block(x)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from mimo_lib.config import VisionTowerConfig, get_preset
 from mimo_lib.data.synthetic import make_clip
 from mimo_lib.features import patchify
+from mimo_lib import vision_tower
 from mimo_lib.towers import sinusoids
 from mimo_lib.vision_tower import (
     CLIP_MEAN,
@@ -371,3 +372,40 @@ def test_blocks_after_the_selected_layer_can_be_dropped():
     with torch.no_grad():
         assert torch.equal(shallow(video), deep(video))
         assert torch.equal(shallow.selected_hidden_states(video), deep.frame_hidden_states(video)[3])
+
+
+# --------------------------------------------------------------------------- #
+# Frames in groups when encoding; one pass when training
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("select_layer", [1, -2, -1])
+def test_frames_in_groups_give_what_one_pass_gives(monkeypatch, select_layer):
+    config = tiny(select_layer=select_layer)
+    tower = make_tower(config)
+    video = random_video(config, batch=3)  # 12 frames: groups of 5, 5 and 2
+    with torch.no_grad():
+        monkeypatch.setattr(vision_tower, "FRAMES_PER_PASS", 10**6)
+        whole = (tower(video), tower.frame_hidden_states(video), tower.class_embedding_per_frame(video))
+        monkeypatch.setattr(vision_tower, "FRAMES_PER_PASS", 5)
+        grouped = (tower(video), tower.frame_hidden_states(video), tower.class_embedding_per_frame(video))
+    torch.testing.assert_close(grouped[0], whole[0], rtol=1e-6, atol=1e-6)
+    assert len(grouped[1]) == len(whole[1]) == config.num_layers + 1
+    for mine, reference in zip(grouped[1], whole[1], strict=True):
+        torch.testing.assert_close(mine, reference, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grouped[2], whole[2], rtol=1e-6, atol=1e-6)
+
+
+def test_training_runs_one_pass_whatever_the_group_size(monkeypatch):
+    """With gradients the frames are not grouped: the same gradients bit for bit, so the recipe remakes the towers."""
+    config = tiny(patch_embedding_type="conv")
+    video = random_video(config, batch=3)
+    grads = []
+    for group in (10**6, 5):
+        monkeypatch.setattr(vision_tower, "FRAMES_PER_PASS", group)
+        tower = make_tower(config).train()
+        tower(video).square().sum().backward()
+        grads.append({n: p.grad for n, p in tower.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and "patch_embedding.0.weight" in grads[0]
+    for name in grads[0]:
+        assert torch.equal(grads[1][name], grads[0][name]), name
