@@ -88,9 +88,10 @@ _TOY = Recipe(
         # 3,600 steps over 12,288 clips, the run that made the committed mimo_toy from scratch in 29.7 min
         # (recipe.json). A two-event clip is asked about both of its events (train.FOLLOW_UP_TYPES): with that and
         # a third of the first questions `time`, `time` reached 91% (toy-2026.12.4); with nearly half, 100%, but
-        # only 88% with data seed 1 (instruct_reruns): still learned late, in a jump whose timing varies. Runs
-        # that asked about one event a clip ended at 59-93% (benchmarks/results/recipe_from_scratch.json,
-        # README "The training recipe")
+        # only 88% with data seed 1 (instruct_reruns): still learned late, in a jump whose timing varies (with the
+        # data seed, the schedule, and even the towers' rounding: toy-2026.12.8 and .9 in `runs`). Runs that asked
+        # about one event a clip ended at 59-93% (benchmarks/results/recipe_from_scratch.json, README "The
+        # training recipe")
         train_iters=3600, micro_batch_size=32, lr=1e-3, min_lr=3e-4, weight_decay=0.1, num_samples=12288,
         num_turns=4,
         # first questions: nearly half are the two-event "time" questions and nearly a third the yes/no "both"

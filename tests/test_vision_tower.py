@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mimo_lib import vision_tower
 from mimo_lib.config import VisionTowerConfig, get_preset
 from mimo_lib.data.synthetic import make_clip
 from mimo_lib.features import patchify
-from mimo_lib import vision_tower
 from mimo_lib.towers import sinusoids
 from mimo_lib.vision_tower import (
     CLIP_MEAN,
