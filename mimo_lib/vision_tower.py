@@ -50,7 +50,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 #: Frames the ViT encodes at once without gradients (more are split into groups of this many and the
 #: results stacked). On a 2-core CPU groups of 64 (eight 8-frame clips) encode a batch of clips in about
-#: 40% less time than one pass, whose large activations cost more to allocate and fit no cache:
+#: 45% less time than one pass, whose large activations cost more to allocate and fit no cache:
 #: benchmarks/vision_tower_speed.py.
 FRAMES_PER_PASS = 64
 
