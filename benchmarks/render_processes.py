@@ -52,6 +52,20 @@ def median_seconds(work, argument, repeats: int) -> float:
     return statistics.median(times)
 
 
+def shipped_model_and_instruct_clips(num_clips: int):
+    """The shipped ``mimo_toy`` (eval mode), its tokenizer, and ``num_clips`` training samples of the toy
+    recipe's instruct stage (its question mix, turns and follow-ups, data seed 0), as ``mimo_lib.train``
+    draws them."""
+    model = load_model(PRETRAINED_DIR / "mimo_toy").eval()
+    tokenizer = load_tokenizer(PRETRAINED_DIR / "mimo_toy")
+    instruct = get_recipe("toy").instruct
+    dataset = SyntheticAVDataset(
+        num_clips, seed=0, config=synthetic_config_for(model.config), tokenizer=tokenizer,
+        question_types=instruct.question_types, num_turns=instruct.num_turns, follow_up_types=FOLLOW_UP_TYPES,
+    )
+    return model, tokenizer, dataset
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=512, help="instruct training samples rendered per timing")
@@ -63,14 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.clips < 1 or args.repeats < 1 or args.threads < 1 or min(args.processes) < 1:
         parser.error("--clips, --repeats, --threads and every --processes must be at least 1")
     torch.set_num_threads(args.threads)
-
-    model = load_model(PRETRAINED_DIR / "mimo_toy").eval()
-    tokenizer = load_tokenizer(PRETRAINED_DIR / "mimo_toy")
-    instruct = get_recipe("toy").instruct
-    dataset = SyntheticAVDataset(
-        args.clips, seed=0, config=synthetic_config_for(model.config), tokenizer=tokenizer,
-        question_types=instruct.question_types, num_turns=instruct.num_turns, follow_up_types=FOLLOW_UP_TYPES,
-    )
+    model, tokenizer, dataset = shipped_model_and_instruct_clips(args.clips)
 
     def fill(processes: int) -> TowerFeatureCache:
         cache = TowerFeatureCache(model, dataset, tokenizer.pad_id)

@@ -31,15 +31,11 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from benchmarks.render_processes import shipped_model_and_instruct_clips  # noqa: E402
 from mimo_lib import vision_tower  # noqa: E402
 from mimo_lib.atomic import atomic_write_json  # noqa: E402
-from mimo_lib.checkpoint import load_model, load_tokenizer  # noqa: E402
-from mimo_lib.data.dataset import SyntheticAVDataset, collate_av_batch  # noqa: E402
-from mimo_lib.data.synthetic import synthetic_config_for  # noqa: E402
+from mimo_lib.data.dataset import collate_av_batch  # noqa: E402
 from mimo_lib.feature_cache import TowerFeatureCache  # noqa: E402
-from mimo_lib.recipes import get_recipe  # noqa: E402
-from mimo_lib.towers import PRETRAINED_DIR  # noqa: E402
-from mimo_lib.train import FOLLOW_UP_TYPES  # noqa: E402
 
 
 def milliseconds(work, calls: int) -> float:
@@ -72,13 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads < 1 or args.repeats < 1 or args.clips < 1 or min(args.groups) < 0:
         parser.error("--threads, --clips and --repeats must be at least 1, every --groups value at least 0")
     torch.set_num_threads(args.threads)
-    model = load_model(PRETRAINED_DIR / "mimo_toy").eval()
-    tokenizer = load_tokenizer(PRETRAINED_DIR / "mimo_toy")
-    instruct = get_recipe("toy").instruct
-    dataset = SyntheticAVDataset(
-        args.clips, seed=0, config=synthetic_config_for(model.config), tokenizer=tokenizer,
-        question_types=instruct.question_types, num_turns=instruct.num_turns, follow_up_types=FOLLOW_UP_TYPES,
-    )
+    model, tokenizer, dataset = shipped_model_and_instruct_clips(args.clips)
     video = collate_av_batch([dataset[i] for i in range(64)], tokenizer.pad_id).video  # (64, T, 3, H, W)
     shipped = vision_tower.FRAMES_PER_PASS
 
