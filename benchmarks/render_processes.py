@@ -66,6 +66,12 @@ def shipped_model_and_instruct_clips(num_clips: int):
     return model, tokenizer, dataset
 
 
+def machine_record() -> dict:
+    """What a result file says about the machine: cores, processor, load average when the timings ended."""
+    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=512, help="instruct training samples rendered per timing")
@@ -104,8 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         "script": "benchmarks/render_processes.py",
         "command": "python " + " ".join(["benchmarks/render_processes.py", *(argv if argv is not None else sys.argv[1:])]),
         "clips": args.clips, "torch_threads": args.threads, "repeats": args.repeats,
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "load_average_after": [round(x, 2) for x in os.getloadavg()]},
+        "machine": machine_record(),
         "rows": rows,
     }
     if args.json:

@@ -19,8 +19,6 @@ on the machine.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -31,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from benchmarks.render_processes import shipped_model_and_instruct_clips  # noqa: E402
+from benchmarks.render_processes import machine_record, shipped_model_and_instruct_clips  # noqa: E402
 from mimo_lib import vision_tower  # noqa: E402
 from mimo_lib.atomic import atomic_write_json  # noqa: E402
 from mimo_lib.data.dataset import collate_av_batch  # noqa: E402
@@ -65,8 +63,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="FRAMES_PER_PASS values to time (0: every frame in one pass)")
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "vision_tower_speed.json"))
     args = parser.parse_args(argv)
-    if args.threads < 1 or args.repeats < 1 or args.clips < 1 or min(args.groups) < 0:
-        parser.error("--threads, --clips and --repeats must be at least 1, every --groups value at least 0")
+    if args.threads < 1 or args.repeats < 1 or args.clips < 64 or min(args.groups) < 0:
+        parser.error("--threads and --repeats must be at least 1, --clips at least 64 (the encoding timing uses "
+                     "the first 64), every --groups value at least 0")
     torch.set_num_threads(args.threads)
     model, tokenizer, dataset = shipped_model_and_instruct_clips(args.clips)
     video = collate_av_batch([dataset[i] for i in range(64)], tokenizer.pad_id).video  # (64, T, 3, H, W)
@@ -105,8 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         "script": "benchmarks/vision_tower_speed.py",
         "command": "python " + " ".join(["benchmarks/vision_tower_speed.py", *(argv if argv is not None else sys.argv[1:])]),
         "torch_threads": args.threads, "repeats": args.repeats, "frames_per_pass_shipped": shipped,
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "load_average_after": [round(x, 2) for x in os.getloadavg()]},
+        "machine": machine_record(),
         "encode_64_clips_ms": encoding,
         "feature_cache_ms": {"clips": args.clips, **caching},
         "equal_to_one_pass": same,
