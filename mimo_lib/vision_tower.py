@@ -344,8 +344,9 @@ class VisionTower(nn.Module):
             states = [x]
             for block in self.blocks[:num_blocks]:
                 x = block(x)
-                states = states + [x] if every else [x]
-            groups.append(states)
+                if every:
+                    states.append(x)
+            groups.append(states if every else [x])
         if len(groups) == 1:
             return groups[0]
         return [torch.cat(parts) for parts in zip(*groups)]  # (N, 1 + patches, D) each
