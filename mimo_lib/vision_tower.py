@@ -368,7 +368,7 @@ class VisionTower(nn.Module):
 
     def class_embedding_per_frame(self, video: torch.Tensor) -> torch.Tensor:
         """``(B, T, D)``: each frame's final-layer class token after ``post_layernorm`` (CLIP's image embedding)."""
-        x = self.frame_hidden_states(video)[-1]  # (B*T, 1 + N, D)
+        x = self._hidden_states(self._frames(video), len(self.blocks), every=False)[0]  # (B*T, 1 + N, D)
         return self.post_layernorm(x[:, 0]).view(video.shape[0], self.config.num_frames, -1)  # (B, T, D)
 
 
