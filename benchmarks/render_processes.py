@@ -66,10 +66,20 @@ def shipped_model_and_instruct_clips(num_clips: int):
     return model, tokenizer, dataset
 
 
-def machine_record() -> dict:
-    """What a result file says about the machine: cores, processor, load average when the timings ended."""
-    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-            "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+def save_result(path: str, script: str, argv: list[str] | None, **fields) -> None:
+    """Write a benchmark's result file (nothing when ``path`` is empty): the script, the command that ran it,
+    the machine (cores, processor, load average when the timings ended), then ``fields``."""
+    if not path:
+        return
+    result = {
+        "script": script,
+        "command": "python " + " ".join([script, *(argv if argv is not None else sys.argv[1:])]),
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "load_average_after": [round(x, 2) for x in os.getloadavg()]},
+        **fields,
+    }
+    atomic_write_json(Path(path), result)
+    print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,16 +116,8 @@ def main(argv: list[str] | None = None) -> None:
         })
         print(f"{processes} process(es): rendering {rows[-1]['render_s']:.2f} s | whole cache {rows[-1]['fill_s']:.2f} s "
               f"| features equal to one process's: {same}")
-    result = {
-        "script": "benchmarks/render_processes.py",
-        "command": "python " + " ".join(["benchmarks/render_processes.py", *(argv if argv is not None else sys.argv[1:])]),
-        "clips": args.clips, "torch_threads": args.threads, "repeats": args.repeats,
-        "machine": machine_record(),
-        "rows": rows,
-    }
-    if args.json:
-        atomic_write_json(Path(args.json), result)
-        print(f"wrote {args.json}")
+    save_result(args.json, "benchmarks/render_processes.py", argv,
+                clips=args.clips, torch_threads=args.threads, repeats=args.repeats, rows=rows)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from benchmarks.render_processes import machine_record, shipped_model_and_instruct_clips  # noqa: E402
+from benchmarks.render_processes import save_result, shipped_model_and_instruct_clips  # noqa: E402
 from mimo_lib import vision_tower  # noqa: E402
-from mimo_lib.atomic import atomic_write_json  # noqa: E402
 from mimo_lib.data.dataset import collate_av_batch  # noqa: E402
 from mimo_lib.feature_cache import TowerFeatureCache  # noqa: E402
 
@@ -100,19 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"the feature cache of {args.clips} instruct clips: {caching} ms")
     print(f"equal to one pass, bit for bit: {same}")
 
-    result = {
-        "script": "benchmarks/vision_tower_speed.py",
-        "command": "python " + " ".join(["benchmarks/vision_tower_speed.py", *(argv if argv is not None else sys.argv[1:])]),
-        "torch_threads": args.threads, "repeats": args.repeats, "frames_per_pass_shipped": shipped,
-        "machine": machine_record(),
-        "encode_64_clips_ms": encoding,
-        "feature_cache_ms": {"clips": args.clips, **caching},
-        "equal_to_one_pass": same,
-    }
-    if args.json:
-        atomic_write_json(Path(args.json), result)
-        print(f"wrote {args.json}")
-
+    save_result(args.json, "benchmarks/vision_tower_speed.py", argv,
+                torch_threads=args.threads, repeats=args.repeats, frames_per_pass_shipped=shipped,
+                encode_64_clips_ms=encoding, feature_cache_ms={"clips": args.clips, **caching},
+                equal_to_one_pass=same)
 
 if __name__ == "__main__":
     main()
