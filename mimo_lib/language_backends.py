@@ -273,14 +273,17 @@ class TokensProjector(nn.Module):
     tokens, so they need the ``(items, N, Dv)`` shape back.
     """
 
-    def __init__(self, projector: nn.Module, tokens_per_item: int):
+    def __init__(self, projector: nn.Module, tokens_per_item: int, add_time=None):
         super().__init__()
         self.projector = projector
         self.tokens_per_item = tokens_per_item
+        self.add_time = add_time  # (items, N', D) -> (items, N', D): the model's time embedding, or None
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         items = rows.view(-1, self.tokens_per_item, rows.shape[-1])  # (items, N, Dv)
         out = self.projector(items)  # (items, N', D)
+        if self.add_time is not None:
+            out = self.add_time(out)  # (items, N', D) with each chunk's time vector
         return out.reshape(-1, out.shape[-1])  # (items * N', D)
 
 
@@ -315,11 +318,17 @@ def build_megatron_mimo(model: MIMOModel):
         mimo = MimoModel(mimo_config)
         mimo.modality_submodules["video"] = VisionModalitySubmodules(
             encoders={"tower": model.vision_tower},
-            input_projections=[TokensProjector(model.vision_projector, config.vision.num_tokens)],
+            input_projections=[TokensProjector(
+                model.vision_projector, config.vision.num_tokens,
+                lambda tokens: model.add_time_embedding(config.video_token_id, tokens),
+            )],
         )
         mimo.modality_submodules["audio"] = AudioModalitySubmodules(
             encoders={"tower": model.audio_tower},
-            input_projections=[TokensProjector(model.audio_projector, config.audio.audio_seq_len)],
+            input_projections=[TokensProjector(
+                model.audio_projector, config.audio.audio_seq_len,
+                lambda tokens: model.add_time_embedding(config.audio_token_id, tokens),
+            )],
         )
     mimo.language_model = gpt  # the module in the function's place
     return mimo

@@ -36,6 +36,7 @@ from mimo_lib.errors import CombineError
 from mimo_lib.language_backends import build_language_model
 from mimo_lib.language_model import generate
 from mimo_lib.projector import ModalityProjector, merged_token_frames
+from mimo_lib.time_embedding import TimeEmbedding
 from mimo_lib.towers import load_tower_weights
 from mimo_lib.vision_tower import build_vision_tower
 
@@ -106,6 +107,8 @@ class MIMOModel(nn.Module):
             self.audio_tower.output_size, width, config.projector.audio_token_compression, config.projector.projector_type
         )
         self.language_model = build_language_model(config.language_model, backend)
+        # Last, and zeros without a random draw: every other weight is initialised as without it.
+        self.time_embedding = TimeEmbedding(config.num_time_chunks, width) if config.av_time_embedding else None
 
     # ------------------------------------------------------------------ modalities and encoders
 
@@ -134,6 +137,13 @@ class MIMOModel(nn.Module):
         video = frames.double() * clip / c.vision.num_frames  # (Nv,) seconds
         audio = torch.arange(c.num_audio_tokens, dtype=torch.float64) * clip / c.num_audio_tokens  # (Na,) seconds
         return TokenTiming({c.video_token_id: video, c.audio_token_id: audio}, c.chunk_seconds, c.ticks_per_second)
+
+    def add_time_embedding(self, token_id: int, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` (items, N, D) of the modality with placeholder ``token_id``, plus its chunks' time vectors
+        (unchanged without ``config.av_time_embedding``)."""
+        if self.time_embedding is None:
+            return tokens
+        return self.time_embedding(tokens, self.token_timing().chunks(token_id))  # (items, N, D)
 
     def encode(self, name: str, media: torch.Tensor) -> torch.Tensor:
         """Media of modality ``name`` → ``(B, tokens, D)``: its tower, then its projector."""
@@ -183,9 +193,10 @@ class MIMOModel(nn.Module):
             if len(rows) == 0:
                 continue
             if features[name] is not None:  # the tower already ran: only project
-                items[modality.token_id] = modality.projector(features[name][rows])
+                projected = modality.projector(features[name][rows])  # (num_items, tokens, D)
             else:
-                items[modality.token_id] = modality.projector(modality.encoder(media[name][rows]))
+                projected = modality.projector(modality.encoder(media[name][rows]))  # (num_items, tokens, D)
+            items[modality.token_id] = self.add_time_embedding(modality.token_id, projected)
         return combine_multimodal_inputs(
             input_ids,
             self.language_model.embed_tokens(input_ids),
@@ -290,7 +301,8 @@ class MIMOModel(nn.Module):
         """Freeze or unfreeze components by name, e.g. ``set_trainable(vision_tower=False, language_model=True)``.
 
         Names: ``vision_tower``, ``audio_tower``, ``vision_projector``, ``audio_projector``,
-        ``language_model``, and the shorthands ``towers`` and ``projectors``.
+        ``language_model``, and the shorthands ``towers`` and ``projectors``. The time embedding, where the
+        config has one, learns with the language model: it is the decoder's notion of when a token is.
         """
         groups = {
             "towers": ("vision_tower", "audio_tower"),
@@ -301,11 +313,13 @@ class MIMOModel(nn.Module):
                 if component not in COMPONENTS:
                     raise ValueError(f"unknown component {name!r}; choose from {COMPONENTS + tuple(groups)}")
                 getattr(self, component).requires_grad_(flag)
+                if component == "language_model" and self.time_embedding is not None:
+                    self.time_embedding.requires_grad_(flag)
 
     def trainable_summary(self) -> dict[str, tuple[int, int]]:
         """``{component: (trainable parameters, all parameters)}``."""
         summary = {}
-        for name in COMPONENTS:
+        for name in COMPONENTS + (("time_embedding",) if self.time_embedding is not None else ()):
             params = list(getattr(self, name).parameters())
             summary[name] = (sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
         return summary

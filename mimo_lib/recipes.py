@@ -78,20 +78,21 @@ class Recipe:
 
 _TOY = Recipe(
     preset="toy",
-    version="toy-2026.12.5",
+    version="toy-2026.12.10",
     towers=TowerRecipe(vision_steps=1000, audio_steps=300),
     align=StageRecipe(
         train_iters=200, micro_batch_size=32, lr=1e-3, min_lr=1e-4, weight_decay=0.0, num_samples=2048,
         num_turns=1, question_types=("caption",),
     ),
     instruct=StageRecipe(
-        # 3,600 steps over 12,288 clips, the run that made the committed mimo_toy from scratch in 29.7 min
-        # (recipe.json). A two-event clip is asked about both of its events (train.FOLLOW_UP_TYPES): with that and
-        # a third of the first questions `time`, `time` reached 91% (toy-2026.12.4); with nearly half, 100%, but
-        # only 88% with data seed 1 (instruct_reruns): still learned late, in a jump whose timing varies (with the
-        # data seed, the schedule, and even the towers' rounding: toy-2026.12.8 and .9 in `runs`). Runs that asked
-        # about one event a clip ended at 59-93% (benchmarks/results/recipe_from_scratch.json, README "The
-        # training recipe")
+        # 3,600 steps over 12,288 clips, the run that made the committed mimo_toy from scratch (recipe.json). A
+        # two-event clip is asked about both of its events (train.FOLLOW_UP_TYPES): with that and a third of the
+        # first questions `time`, `time` reached 91% (toy-2026.12.4); with nearly half, 100% (toy-2026.12.5), but
+        # only 88% with data seed 1 (instruct_reruns): learned late, in a jump whose timing varied with the data
+        # seed, the schedule, and even the towers' rounding (toy-2026.12.8 and .9 in `runs`). With the toy
+        # preset's time embedding (config.av_time_embedding, toy-2026.12.10) the same schedule ended at 96-97% on
+        # `time` with every data seed tried (time_embedding_trials). Runs that asked about one event a clip ended
+        # at 59-93% (benchmarks/results/recipe_from_scratch.json, README "The training recipe")
         train_iters=3600, micro_batch_size=32, lr=1e-3, min_lr=3e-4, weight_decay=0.1, num_samples=12288,
         num_turns=4,
         # first questions: nearly half are the two-event "time" questions and nearly a third the yes/no "both"

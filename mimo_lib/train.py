@@ -188,6 +188,7 @@ class TrainConfig:
     av_layout: str | None = None  # "block" (video, then audio) or "interleaved" (time chunk by time chunk; chapter 8)
     av_positions: str | None = None  # "sequence" (0, 1, 2, ...) or "time" (media ids count 40-ms ticks, TMRoPE-style)
     chunk_seconds: float | None = None  # one time chunk of the interleaved layout
+    av_time_embedding: bool | None = None  # a learned vector per time chunk added to its video and audio tokens
     max_sequence_length: int | None = None  # language model: longest combined sequence (None: the preset's, grown
     # to fit the longest sample when the decoder uses RoPE, whose positions have no table to outgrow)
     hf_vision_path: str | None = None  # local transformers CLIP folder (hf-clip)
@@ -323,7 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="position ids of media tokens: 'sequence' (0, 1, 2, ...) or 'time' (one id per 40 ms of the clip, "
         "shared by video and audio of the same instant; text continues after the largest, as Qwen2.5-Omni)",
     )
-    model.add_argument("--chunk-seconds", type=float, help="one time chunk of the interleaved layout (toy: 0.25)")
+    model.add_argument("--chunk-seconds", type=float, help="one time chunk of the interleaved layout (toy: 0.5)")
+    model.add_argument(
+        "--av-time-embedding", action=argparse.BooleanOptionalAction,
+        help="add a learned vector per time chunk (--chunk-seconds) to every video and audio token of that chunk, "
+        "so a token carries when it is (starts at zero; learns with the language model; toy: on)",
+    )
     model.add_argument(
         "--max-sequence-length", type=int,
         help="language model: longest combined sequence (default: the preset's, raised to fit the longest sample "
@@ -527,7 +533,7 @@ def resolve(config: TrainConfig) -> Run:
 MODEL_FLAGS = (
     "preset", "config", "num_layers", "hidden_size", "num_attention_heads", "vision_backbone_type",
     "audio_backbone_type", "num_frames", "vision_temporal_compression", "audio_seq_len", "clip_duration_s",
-    "clip_window", "av_layout", "av_positions", "chunk_seconds", "max_sequence_length", "hf_vision_path",
+    "clip_window", "av_layout", "av_positions", "chunk_seconds", "av_time_embedding", "max_sequence_length", "hf_vision_path",
     "hf_audio_path",
 )
 
@@ -575,7 +581,7 @@ def build_model_config(config: TrainConfig) -> MIMOConfig:
         audio["audio_seq_len"] = config.audio_seq_len
     if config.clip_window is not None:
         data["clip_window"] = config.clip_window
-    for name in ("av_layout", "av_positions", "chunk_seconds"):
+    for name in ("av_layout", "av_positions", "chunk_seconds", "av_time_embedding"):
         if getattr(config, name) is not None:
             data[name] = getattr(config, name)
     if data.get("av_layout") == "interleaved" and config.vision_temporal_compression is None:

@@ -120,8 +120,10 @@ def test_modalities_are_keyed_by_name_and_keep_the_state_dict_names(model):
     assert modalities["video"].encoder is model.vision_tower and modalities["video"].projector is model.vision_projector
     assert modalities["audio"].token_id == model.config.audio_token_id
     assert modalities["audio"].encoder is model.audio_tower and modalities["audio"].projector is model.audio_projector
-    # the shipped checkpoint's keys: every parameter lives under one of the five component names
-    assert {key.split(".")[0] for key in model.state_dict()} == set(COMPONENTS)
+    # the shipped checkpoint's keys: every parameter lives under one of the five component names, plus the
+    # time embedding where the config has one (the toy preset does)
+    assert model.config.av_time_embedding
+    assert {key.split(".")[0] for key in model.state_dict()} == set(COMPONENTS) | {"time_embedding"}
 
 
 def test_forward_leaves_a_non_finite_loss_to_the_training_loop(batch):
@@ -168,6 +170,7 @@ def test_parameter_count_matches_the_closed_form(preset):
         )
         + projector_num_parameters(config.audio.hidden_size, width, config.projector.audio_token_compression)
         + language_model_num_parameters(config.language_model)
+        + (config.num_time_chunks * width if config.av_time_embedding else 0)  # one vector per time chunk
     )
     with torch.device("meta"):
         model = MIMOModel(config)
