@@ -1,6 +1,8 @@
 """Block or interleaved, counted or timed positions: which layout learns ``time`` questions? (issue 11)
 
     OMP_NUM_THREADS=1 python benchmarks/time_layouts.py --jobs 2   # writes benchmarks/results/time_layouts.json
+    OMP_NUM_THREADS=1 python benchmarks/time_layouts.py --jobs 2 --variants block/sequence+embedding \
+        --merge                                                          # add variants to it
     OMP_NUM_THREADS=1 python benchmarks/time_layouts.py --train-iters 60 --eval-interval 20 --num-samples 256 \\
         --eval-samples 40 --out /tmp/time_layouts.json                  # a quick look
 
@@ -16,14 +18,20 @@ conversations in the same order:
 ``interleaved / sequence``    the toy preset's 0.5-s chunks: each chunk's video tokens (the 4 frames of
                               that chunk merged per cell: 2 chunks x 16 = 32 tokens), then its audio
                               tokens; ids 0, 1, 2, ...
-``interleaved / time``        the shipped ``toy`` preset: the interleaved layout with time-aware ids
-                              (Qwen2.5-Omni's TMRoPE in one temporal channel)
+``interleaved / time``        the interleaved layout with time-aware ids (Qwen2.5-Omni's TMRoPE in one
+                              temporal channel)
+``+ embedding``               the same plus the time embedding (``av_time_embedding``: a learned vector per
+                              0.5-s chunk added to that chunk's video and audio tokens, either layout);
+                              ``interleaved/time+embedding`` is the shipped ``toy`` preset
 ============================  ==========================================================================
 
-Neither layout is weakened: ``block / sequence`` is ``MIMOConfig()`` and ``interleaved / time`` (at the
-default ``--chunk-seconds``) is ``get_preset("toy")``, asserted below, so a change to either cannot
+Neither layout is weakened: ``block / sequence`` is ``MIMOConfig()`` and ``interleaved / time+embedding``
+(at the default ``--chunk-seconds``) is ``get_preset("toy")``, asserted below, so a change to either cannot
 silently make this benchmark measure something else. Both share the same towers (the audio tower
 attends within 0.5-s windows).
+
+``--merge`` adds the variants run now to those already in ``--out`` (run with the same settings, which is
+checked), so a variant added later is measured without re-running the others.
 
 Each starts from the shipped towers (``mimo_lib/pretrained``, frozen; their features are computed
 once for all variants of a process, as ``TowerFeatureCache`` does in training) and trains the
@@ -81,21 +89,29 @@ from mimo_lib.train import FOLLOW_UP_TYPES, TrainConfig, train_step  # noqa: E40
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "time_layouts.json"
 SCRIPT = "benchmarks/time_layouts.py"
-VARIANTS = ("block/sequence", "block/time", "interleaved/sequence", "interleaved/time")
+VARIANTS = ("block/sequence", "block/time", "interleaved/sequence", "interleaved/time",
+            "block/sequence+embedding", "interleaved/time+embedding")
+#: Settings that may differ between the runs --merge joins (the rest must be equal).
+MERGE_FREE = ("variants", "jobs", "threads", "out", "merge")
 CONDITIONS = ("original", "video zeros", "audio zeros")
 TIME_BAR, ALL_BAR = 0.9, 0.95  # first_step_time_at_least_90, first_step_all_at_least_95
 
 
 def variant_config(base: MIMOConfig, variant: str, chunk_seconds: float) -> MIMOConfig:
-    """``"layout/positions"`` -> the model config. Block: ``base`` itself (its projector merges all frames of a
-    cell into one token), only the position ids changed. Interleaved: chunks of ``chunk_seconds``, the projector
-    merging only the frames of one chunk (the video keeps a time axis)."""
-    layout, positions = variant.split("/")
+    """``"layout/positions[+embedding]"`` -> the model config. Block: ``base`` itself (its projector merges all
+    frames of a cell into one token), only the position ids changed. Interleaved: chunks of ``chunk_seconds``, the
+    projector merging only the frames of one chunk (the video keeps a time axis). ``+embedding``: with the time
+    embedding, one vector per chunk of ``chunk_seconds`` (in the block layout too)."""
+    layout_positions, _, extra = variant.partition("+")
+    layout, positions = layout_positions.split("/")
+    embedding = extra == "embedding"
     if layout == "block":
-        return replace(base, av_positions=positions)
+        return replace(base, av_positions=positions, av_time_embedding=embedding,
+                       chunk_seconds=chunk_seconds if embedding else base.chunk_seconds)
     kt = max(1, round(chunk_seconds * base.vision.num_frames / base.audio.clip_duration_s))  # frames per chunk
     projector = replace(base.projector, vision_temporal_compression=kt)
-    return replace(base, av_layout=layout, av_positions=positions, chunk_seconds=chunk_seconds, projector=projector)
+    return replace(base, av_layout=layout, av_positions=positions, chunk_seconds=chunk_seconds, projector=projector,
+                   av_time_embedding=embedding)
 
 
 def check_variants_are_the_presets(base: MIMOConfig) -> None:
@@ -103,8 +119,29 @@ def check_variants_are_the_presets(base: MIMOConfig) -> None:
     toy = get_preset("toy")
     assert variant_config(base, "block/sequence", toy.chunk_seconds) == MIMOConfig(), \
         "block/sequence is no longer MIMOConfig(): update variant_config"
-    assert variant_config(base, "interleaved/time", toy.chunk_seconds) == toy, \
-        "interleaved/time at the default --chunk-seconds is no longer get_preset('toy'): update variant_config"
+    assert variant_config(base, "interleaved/time+embedding", toy.chunk_seconds) == toy, \
+        "interleaved/time+embedding at the default --chunk-seconds is no longer get_preset('toy'): update variant_config"
+
+
+def merged_with_earlier(args: argparse.Namespace, record: dict) -> dict:
+    """``record`` (this run's JSON) with the variants of ``args.out`` that this run did not measure, when
+    ``--merge`` is given; the earlier run's settings must equal this one's outside :data:`MERGE_FREE`."""
+    if not args.merge or not Path(args.out).is_file():
+        return record
+    earlier = json.loads(Path(args.out).read_text(encoding="utf-8"))
+    mine = {k: v for k, v in record["settings"].items() if k not in MERGE_FREE}
+    theirs = {k: v for k, v in earlier["settings"].items() if k not in MERGE_FREE}
+    if mine != theirs:
+        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise SystemExit(f"--merge: {args.out} was run with other settings ({', '.join(differ)}); run every variant")
+    kept = {name: v for name, v in earlier["variants"].items() if name not in record["variants"]}
+    order = [v for v in VARIANTS if v in kept or v in record["variants"]]
+    variants = {name: record["variants"].get(name, kept.get(name)) for name in order}
+    return {**record, "command": f"{earlier['command']}; then {record['command']}",
+            "settings": {**record["settings"], "variants": ",".join(order)},
+            "earlier_runs": earlier.get("earlier_runs", []) + [{k: earlier[k] for k in (
+                "command", "children", "total_seconds") if k in earlier} | {"variants": list(kept)}],
+            "variants": variants}
 
 
 @torch.no_grad()
@@ -164,7 +201,7 @@ def run_jobs(args: argparse.Namespace, argv: list[str] | None, started: float) -
     """Run the variants in ``args.jobs`` child processes (round-robin, one thread each) and merge their JSON."""
     variants = [v for v in args.variants.split(",") if v]
     groups = [variants[i::args.jobs] for i in range(args.jobs) if variants[i::args.jobs]]
-    passed = {k: v for k, v in vars(args).items() if k not in ("jobs", "threads", "out", "variants")}
+    passed = {k: v for k, v in vars(args).items() if k not in MERGE_FREE}
     common = [f"--{k.replace('_', '-')}={v}" for k, v in passed.items()]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory(prefix="time_layouts_") as folder:
@@ -180,7 +217,7 @@ def run_jobs(args: argparse.Namespace, argv: list[str] | None, started: float) -
         parts = [json.loads(out.read_text(encoding="utf-8")) for out in outs]
     merged = {name: part["variants"][name] for name in variants for part in parts if name in part["variants"]}
     first = parts[0]
-    atomic_write_json(args.out, {
+    record = merged_with_earlier(args, {
         "benchmark": "time_layouts", "script": SCRIPT, "command": command_line(argv),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "jobs": args.jobs,
@@ -195,8 +232,9 @@ def run_jobs(args: argparse.Namespace, argv: list[str] | None, started: float) -
         "mimo_lib": getattr(mimo_lib, "__version__", None),
         "variants": merged,
     })
+    atomic_write_json(args.out, record)
     print()
-    print_table(merged)
+    print_table(record["variants"])
     print(f"wrote {args.out} ({time.perf_counter() - started:.0f} s in all, {args.jobs} processes)")
 
 
@@ -225,6 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1,
                         help="run the variants in this many processes of one thread each (round-robin)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the variants already in --out that this run does not measure (same settings)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     base = MIMOConfig()
@@ -299,6 +339,7 @@ def main(argv: list[str] | None = None) -> None:
                                                           condition.split()[0]))
         results[variant] = {
             "av_layout": config.av_layout, "av_positions": config.av_positions,
+            "av_time_embedding": config.av_time_embedding,
             "chunk_seconds": config.chunk_seconds if config.av_layout == "interleaved" else None,
             "vision_temporal_compression": config.projector.vision_temporal_compression,
             "video_tokens": config.num_video_tokens, "audio_tokens": config.num_audio_tokens,
@@ -317,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
               + f"  | time without video {accuracy['video zeros'].get('time', float('nan')):.2f}"
               + f", without audio {accuracy['audio zeros'].get('time', float('nan')):.2f}", flush=True)
 
-    atomic_write_json(args.out, {
+    record = merged_with_earlier(args, {
         "benchmark": "time_layouts", "script": SCRIPT, "command": command_line(argv),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "jobs": 1,
@@ -332,8 +373,9 @@ def main(argv: list[str] | None = None) -> None:
         "mimo_lib": getattr(mimo_lib, "__version__", None),
         "variants": results,
     })
+    atomic_write_json(args.out, record)
     print()
-    print_table(results)
+    print_table(record["variants"])
     print(f"wrote {args.out} ({time.perf_counter() - started:.0f} s in all)")
 
 

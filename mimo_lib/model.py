@@ -13,7 +13,9 @@ Time (chapter 8): ``config.av_layout`` ("block" or "interleaved") and
 a clip and numbers its positions; :meth:`MIMOModel.token_timing` says when each
 video and audio token happens (frame ``i`` of ``T`` shows
 ``[i, i + 1) * clip / T``; audio token ``j`` of ``N`` covers ``[j, j + 1) * clip / N``,
-``clip`` = ``audio.clip_duration_s``, the window both senses see).
+``clip`` = ``audio.clip_duration_s``, the window both senses see). With ``config.av_time_embedding``
+each projected video and audio token also gets the learned vector of its time chunk
+(:mod:`mimo_lib.time_embedding`) before the zipper.
 
 Freezing helpers (:meth:`MIMOModel.set_trainable`) serve the two training
 stages of chapter 7: ``align`` trains only the projectors, ``instruct``

@@ -110,3 +110,18 @@ def test_the_config_records_it_and_refuses_a_non_boolean():
     assert get_preset("tiny").av_time_embedding is False  # MIMOConfig()'s default: chapters 4-7 build without it
     with pytest.raises(ConfigError, match="av_time_embedding must be true or false"):
         replace(config, av_time_embedding="yes")
+
+
+def test_the_command_line_turns_it_on_and_off():
+    from mimo_lib import train
+
+    def model_config(*argv):
+        return train.resolve(train.parse_args(list(argv))).model_config
+
+    assert model_config("--preset", "toy").av_time_embedding is True
+    assert model_config("--preset", "toy", "--no-av-time-embedding").av_time_embedding is False
+    tiny = model_config("--preset", "tiny", "--av-time-embedding", "--chunk-seconds", "0.3")
+    assert tiny.av_time_embedding and tiny.av_layout == "block" and tiny.num_time_chunks == 4  # 1 s in 0.3-s chunks
+    model = MIMOModel(tiny)
+    assert model.time_embedding.weight.shape == (4, tiny.language_model.hidden_size)
+    assert "--av-time-embedding" in train.build_parser().format_help()
