@@ -183,14 +183,14 @@ def command_line(argv: list[str] | None) -> str:
 def print_table(variants: dict[str, dict]) -> None:
     """One row per variant: positions, seconds per step, steps to time >= 90%, accuracy per type, ablations."""
     types = [t for t in QUESTION_TYPES if any(t in v["accuracy"]["original"] for v in variants.values())]
-    header = (f"{'variant':22s} {'pos/sample':>10s} {'s/step':>7s} {'time>=90':>8s} "
+    header = (f"{'variant':26s} {'pos/sample':>10s} {'s/step':>7s} {'time>=90':>8s} "
               + " ".join(f"{t:>6s}" for t in types) + f" {'time -video':>11s} {'time -audio':>11s}")
     print(header)
     print("-" * len(header))
     for name, v in variants.items():
         acc = v["accuracy"]
         reached = v["first_step_time_at_least_90"]
-        print(f"{name:22s} {v['mean_positions_per_sample']:10.1f} {v['seconds_per_step']:7.3f} "
+        print(f"{name:26s} {v['mean_positions_per_sample']:10.1f} {v['seconds_per_step']:7.3f} "
               f"{'-' if reached is None else reached:>8} "
               + " ".join(f"{acc['original'].get(t, float('nan')):6.2f}" for t in types)
               + f" {acc['video zeros'].get('time', float('nan')):11.2f}"
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> None:
                 original = accuracy_by_type(answer(model, questions, features, tokenizer))
                 eval_s += time.perf_counter() - t0
                 curve.append({"step": step, **{t: round(v, 3) for t, v in original.items()}})
-                print(f"{variant:22s} step {step:5d}  loss {sum(losses[-10:]) / len(losses[-10:]):.3f}  "
+                print(f"{variant:26s} step {step:5d}  loss {sum(losses[-10:]) / len(losses[-10:]):.3f}  "
                       + "  ".join(f"{t} {v:.2f}" for t, v in original.items()), flush=True)
         accuracy = {"original": original}  # the last point of the curve
         for condition in CONDITIONS[1:]:
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
             "curve": curve,
             "accuracy": {c: {t: round(v, 3) for t, v in a.items()} for c, a in accuracy.items()},
         }
-        print(f"{variant:22s} {train_s:5.0f} s  loss {results[variant]['final_loss']:.3f}  "
+        print(f"{variant:26s} {train_s:5.0f} s  loss {results[variant]['final_loss']:.3f}  "
               + "  ".join(f"{t} {v:.2f}" for t, v in accuracy["original"].items())
               + f"  | time without video {accuracy['video zeros'].get('time', float('nan')):.2f}"
               + f", without audio {accuracy['audio zeros'].get('time', float('nan')):.2f}", flush=True)
