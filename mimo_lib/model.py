@@ -140,12 +140,13 @@ class MIMOModel(nn.Module):
         audio = torch.arange(c.num_audio_tokens, dtype=torch.float64) * clip / c.num_audio_tokens  # (Na,) seconds
         return TokenTiming({c.video_token_id: video, c.audio_token_id: audio}, c.chunk_seconds, c.ticks_per_second)
 
-    def add_time_embedding(self, token_id: int, tokens: torch.Tensor) -> torch.Tensor:
+    def add_time_embedding(self, token_id: int, tokens: torch.Tensor, timing: TokenTiming | None = None) -> torch.Tensor:
         """``tokens`` (items, N, D) of the modality with placeholder ``token_id``, plus its chunks' time vectors
-        (unchanged without ``config.av_time_embedding``)."""
+        (unchanged without ``config.av_time_embedding``); ``timing``: :meth:`token_timing`, if already made."""
         if self.time_embedding is None:
             return tokens
-        return self.time_embedding(tokens, self.token_timing().chunks(token_id))  # (items, N, D)
+        timing = timing if timing is not None else self.token_timing()
+        return self.time_embedding(tokens, timing.chunks(token_id))  # (items, N, D)
 
     def encode(self, name: str, media: torch.Tensor) -> torch.Tensor:
         """Media of modality ``name`` → ``(B, tokens, D)``: its tower, then its projector."""
@@ -189,6 +190,7 @@ class MIMOModel(nn.Module):
         # Each sample holding a modality's placeholder contributes its own clip: items come out in batch
         # order, the order combine_multimodal_inputs consumes them in.
         items = {}  # placeholder id -> (num_items, tokens, D)
+        timing = self.token_timing()  # when each token is: for the time embedding and the zipper
         for name, modality in self.modalities.items():
             given = media[name] is not None or features[name] is not None
             rows = samples_with_placeholder(input_ids, modality, given, sample_ids)  # (num_items,)
@@ -198,7 +200,7 @@ class MIMOModel(nn.Module):
                 projected = modality.projector(features[name][rows])  # (num_items, tokens, D)
             else:
                 projected = modality.projector(modality.encoder(media[name][rows]))  # (num_items, tokens, D)
-            items[modality.token_id] = self.add_time_embedding(modality.token_id, projected)
+            items[modality.token_id] = self.add_time_embedding(modality.token_id, projected, timing)
         return combine_multimodal_inputs(
             input_ids,
             self.language_model.embed_tokens(input_ids),
@@ -213,7 +215,7 @@ class MIMOModel(nn.Module):
             modality_names={modality.token_id: name for name, modality in self.modalities.items()},
             layout=c.av_layout,
             positions=c.av_positions,
-            timing=self.token_timing(),
+            timing=timing,
         )
 
     # ------------------------------------------------------------------ forward and generate
