@@ -123,17 +123,33 @@ def check_variants_are_the_presets(base: MIMOConfig) -> None:
         "interleaved/time+embedding at the default --chunk-seconds is no longer get_preset('toy'): update variant_config"
 
 
-def merged_with_earlier(args: argparse.Namespace, record: dict) -> dict:
-    """``record`` (this run's JSON) with the variants of ``args.out`` that this run did not measure, when
-    ``--merge`` is given; the earlier run's settings must equal this one's outside :data:`MERGE_FREE`."""
+def settings_of(args: argparse.Namespace) -> dict:
+    """The ``settings`` a run records: every command-line value, paths as text."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
+def earlier_run(args: argparse.Namespace) -> dict | None:
+    """With ``--merge``, the JSON already in ``args.out`` (None without it or without the file), after checking
+    that it was run with this run's settings outside :data:`MERGE_FREE`: called before any work, and again
+    when writing."""
     if not args.merge or not Path(args.out).is_file():
-        return record
+        return None
     earlier = json.loads(Path(args.out).read_text(encoding="utf-8"))
-    mine = {k: v for k, v in record["settings"].items() if k not in MERGE_FREE}
+    mine = {k: v for k, v in settings_of(args).items() if k not in MERGE_FREE}
     theirs = {k: v for k, v in earlier["settings"].items() if k not in MERGE_FREE}
     if mine != theirs:
         differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        raise SystemExit(f"--merge: {args.out} was run with other settings ({', '.join(differ)}); run every variant")
+        raise SystemExit(f"--merge: {args.out} was run with other settings ({', '.join(differ)}); pass the same "
+                         "values or run every variant")
+    return earlier
+
+
+def merged_with_earlier(args: argparse.Namespace, record: dict) -> dict:
+    """``record`` (this run's JSON) with the variants of ``args.out`` that this run did not measure, when
+    ``--merge`` is given (:func:`earlier_run`)."""
+    earlier = earlier_run(args)
+    if earlier is None:
+        return record
     kept = {name: v for name, v in earlier["variants"].items() if name not in record["variants"]}
     order = [v for v in VARIANTS if v in kept or v in record["variants"]]
     variants = {name: record["variants"].get(name, kept.get(name)) for name in order}
@@ -219,7 +235,7 @@ def run_jobs(args: argparse.Namespace, argv: list[str] | None, started: float) -
     first = parts[0]
     record = merged_with_earlier(args, {
         "benchmark": "time_layouts", "script": SCRIPT, "command": command_line(argv),
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "settings": settings_of(args),
         "jobs": args.jobs,
         "children": [{"variants": list(part["variants"]), "threads": part["threads"],
                       "feature_seconds": part["feature_seconds"], "total_seconds": part["total_seconds"]}
@@ -269,6 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     base = MIMOConfig()
     check_variants_are_the_presets(base)
+    earlier_run(args)  # a --merge that cannot be done is refused before any training
     variants = [v for v in args.variants.split(",") if v]
     for variant in variants:
         if variant not in VARIANTS:
@@ -360,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
 
     record = merged_with_earlier(args, {
         "benchmark": "time_layouts", "script": SCRIPT, "command": command_line(argv),
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "settings": settings_of(args),
         "jobs": 1,
         "chance": {"time": "1/2 for a model that recognises both events of a clip but not which came first "
                            "(answers are exact-match phrases, so a model that misses an event scores lower)"},
