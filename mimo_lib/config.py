@@ -489,7 +489,8 @@ def _toy() -> MIMOConfig:
     #   of the same instant (Qwen2.5-Omni's TMRoPE), so "same moment" is a short RoPE distance.
     # * av_time_embedding: a learned vector per half-second added to its video and audio tokens. With the
     #   rotation alone, `time` was learned late and reached 95% with some data seeds only (88% with seed 1);
-    #   with it both seeds tried ended at 96-97% at the same cost (benchmarks/results/recipe_from_scratch.json).
+    #   with it every run of that schedule ended at 96-100% on `time` (benchmarks/results/recipe_from_scratch.json;
+    #   weak evidence: a few seeds, small learned vectors, no gain at the 1,200-step budget of time_layouts.json).
     return MIMOConfig(
         projector=replace(_toy_projector(), vision_temporal_compression=4),
         av_layout="interleaved", av_positions="time", chunk_seconds=0.5, av_time_embedding=True,
